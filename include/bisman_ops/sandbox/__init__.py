@@ -1,0 +1,1 @@
+"""The local sandbox: real services and emulators to rehearse the rollout on one machine."""
