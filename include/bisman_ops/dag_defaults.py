@@ -1,0 +1,65 @@
+"""What every bisman-ops DAG shares: owner, retries with exponential backoff, schedules from the
+environment. Kept free of heavy imports: DAG files import it at parse time."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+OWNER = "platform-ops"
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+
+DEFAULT_ARGS = {
+    "owner": OWNER,
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+# Steps that change infrastructure retry once: they are idempotent (a re-applied plan is refused as
+# stale, a lock re-acquired by the same run is kept), and the operator reads the failure before more.
+CHANGE_ARGS = {**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(minutes=1)}
+
+SCHEDULE_ENV_DEFAULTS = {
+    "DAILY_AGGREGATION_CRON": "0 2 * * *",
+    "TRIAL_EXPIRY_CRON": "0 * * * *",
+    "QUOTA_ALERT_CRON": "30 * * * *",
+    "WEEKLY_AUDIT_CRON": "0 0 * * 0",
+}
+
+
+def cron_from_env(name: str, environ: dict | None = None) -> str:
+    """The cron expression in environment variable ``name``, else the contract's default.
+
+    A malformed value fails the DAG's import with a message naming the variable, rather than
+    silently scheduling something else.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(name, "").strip() or SCHEDULE_ENV_DEFAULTS[name]
+    fields = value.split()
+    if len(fields) != 5:
+        raise ValueError(f"{name}={value!r} is not a 5-field cron expression")
+    from croniter import croniter  # a dependency of Airflow itself
+
+    if not croniter.is_valid(value):
+        raise ValueError(f"{name}={value!r} is not a valid cron expression")
+    return value
+
+
+class NotImplementedYet(NotImplementedError):
+    """Raised by a task whose step is not built yet, so a run never pretends to succeed."""
+
+    def __init__(self, step: str, issue: str):
+        super().__init__(f"{step}: not implemented yet ({issue}); this run stops here")
+
+
+def not_built(task_id: str, issue: str):
+    """A task for a step that is not built yet: it fails with a clear message when it runs."""
+    from airflow.sdk import task
+
+    @task(task_id=task_id)
+    def _not_built() -> None:
+        raise NotImplementedYet(task_id, issue)
+
+    return _not_built()

@@ -1,0 +1,55 @@
+"""Params (the trigger forms) shared by the DAGs. JSON-schema types, enums and patterns, so the
+Airflow UI and REST API refuse a bad value before a run is even created."""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+from bisman_ops.naming import ENVIRONMENTS
+
+PROJECT_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$"
+# An RDS/ECS-style identifier: letters, digits, hyphens; starts with a letter.
+IDENTIFIER_PATTERN = r"^[a-zA-Z][a-zA-Z0-9-]{0,62}$"
+DOMAIN_PATTERN = r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$"
+GIT_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+TASK_DEFINITION_PATTERN = r"^(previous|[A-Za-z0-9_-]{1,255}:[0-9]{1,9})$"
+SNAPSHOT_PATTERN = r"^(latest|[a-zA-Z][a-zA-Z0-9-:]{0,254})$"
+
+
+def environment(description: str = "Which environment to act on.") -> Param:
+    return Param("staging", type="string", enum=list(ENVIRONMENTS), title="Environment",
+                 description=description)
+
+
+def project_name() -> Param:
+    return Param("bisman-erp", type="string", pattern=PROJECT_NAME_PATTERN, title="Project name",
+                 description="Prefix of every resource name (Terraform's project_name).")
+
+
+def aws_region() -> Param:
+    return Param("us-east-1", type="string", pattern=REGION_PATTERN, title="AWS region")
+
+
+def identifier(title: str, description: str, *, nullable: bool = True) -> Param:
+    """An AWS identifier; left empty (null), it is derived from project_name and environment."""
+    if nullable:
+        return Param(None, type=["null", "string"], pattern=IDENTIFIER_PATTERN, title=title,
+                     description=description)
+    return Param(type="string", pattern=IDENTIFIER_PATTERN, title=title, description=description)
+
+
+def reason() -> Param:
+    return Param(type="string", minLength=10, maxLength=500, title="Reason",
+                 description="Why this is being done: incident id and a sentence. Goes into every "
+                             "notification and the report.")
+
+
+def confirm(what: str) -> Param:
+    return Param(type="string", minLength=1, title="Confirm",
+                 description=f"Type {what} exactly to confirm. Nothing changes unless it matches.")
+
+
+def terraform_dir(default: str = "infra/terraform") -> Param:
+    return Param(default, type="string", minLength=1, title="Terraform directory",
+                 description="Directory of the Terraform configuration (a git work tree for rollbacks).")

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite from nothing: set up, start the sandbox (its own state folder and ports, so a
+# running rehearsal is left alone), lint, run pytest, stop everything it started. Exits non-zero on
+# any failure. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+export AIRFLOW_HOME="$BISMAN_ROOT/.airflow/test"
+export BISMAN_SANDBOX_DIR="$BISMAN_ROOT/.sandbox/test"
+export BISMAN_SANDBOX_PORT_OFFSET="${BISMAN_SANDBOX_PORT_OFFSET:-1000}"
+export BISMAN_AIRFLOW_PORT="${BISMAN_AIRFLOW_PORT:-18080}"
+
+cleanup() {
+  python -m bisman_ops.sandbox.airflow_local down >/dev/null 2>&1 || true
+  python -m bisman_ops.sandbox down || true
+}
+trap cleanup EXIT
+
+echo "==> ruff"
+ruff check dags include plugins tests bench
+echo "==> sandbox up"
+python -m bisman_ops.sandbox up
+echo "==> pytest"
+python -m pytest "$@"

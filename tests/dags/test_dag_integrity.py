@@ -1,0 +1,169 @@
+"""DAG integrity: every DAG file imports, ids and schedules match the contract, every task retries,
+no heavy client library is imported at parse time, and the forms refuse bad values."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from airflow.sdk.definitions.param import ParamsDict
+
+from bisman_ops.dag_defaults import cron_from_env
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS_DIR = ROOT / "dags"
+
+# CONTRACT.md, "DAGs": id -> (cron or None for manual, environment variable).
+CONTRACT = {
+    "bisman_rollout": (None, None),
+    "bisman_daily_usage_aggregation": ("0 2 * * *", "DAILY_AGGREGATION_CRON"),
+    "bisman_trial_expiry": ("0 * * * *", "TRIAL_EXPIRY_CRON"),
+    "bisman_quota_alerts": ("30 * * * *", "QUOTA_ALERT_CRON"),
+    "bisman_weekly_audit": ("0 0 * * 0", "WEEKLY_AUDIT_CRON"),
+    "bisman_rollback_application": (None, None),
+    "bisman_rollback_database": (None, None),
+    "bisman_rollback_infrastructure": (None, None),
+}
+MANUAL = [dag_id for dag_id, (cron, _) in CONTRACT.items() if cron is None]
+ROLLBACKS = [dag_id for dag_id in CONTRACT if dag_id.startswith("bisman_rollback_")]
+HEAVY_CLIENTS = ("boto3", "botocore", "stripe", "psycopg", "psycopg2", "redis", "requests")
+
+
+def load_dagbag(monkeypatch=None, env: dict | None = None):
+    from airflow.dag_processing.dagbag import DagBag
+
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    return load_dagbag()
+
+
+def test_every_dag_file_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert len(list(DAGS_DIR.glob("*.py"))) == len(CONTRACT)
+
+
+def test_dag_ids_are_exactly_the_contracts(dagbag):
+    assert set(dagbag.dag_ids) == set(CONTRACT)
+
+
+@pytest.mark.parametrize("dag_id", sorted(CONTRACT))
+def test_schedule_matches_contract_in_utc(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    cron, _ = CONTRACT[dag_id]
+    if cron is None:
+        assert dag.timetable.__class__.__name__ == "NullTimetable"
+    else:
+        assert dag.timetable.expression == cron
+        assert str(dag.timetable.timezone) == "UTC"
+
+
+def test_daily_aggregation_uses_data_intervals_so_backfills_aggregate_their_own_day(dagbag):
+    timetable = dagbag.dags["bisman_daily_usage_aggregation"].timetable
+    assert timetable.__class__.__name__ == "CronDataIntervalTimetable"
+
+
+def test_schedule_is_taken_from_its_environment_variable(monkeypatch):
+    bag = load_dagbag(monkeypatch, {"QUOTA_ALERT_CRON": "45 * * * *", "WEEKLY_AUDIT_CRON": "0 3 * * 1"})
+    assert bag.dags["bisman_quota_alerts"].timetable.expression == "45 * * * *"
+    assert bag.dags["bisman_weekly_audit"].timetable.expression == "0 3 * * 1"
+
+
+@pytest.mark.parametrize("value", ["every hour", "61 * * * *", "* * *"])
+def test_malformed_cron_in_environment_is_refused_naming_the_variable(value):
+    with pytest.raises(ValueError, match="TRIAL_EXPIRY_CRON"):
+        cron_from_env("TRIAL_EXPIRY_CRON", {"TRIAL_EXPIRY_CRON": value})
+
+
+@pytest.mark.parametrize("dag_id", sorted(CONTRACT))
+def test_dag_has_owner_tags_docs_and_deliberate_settings(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert dag.tags and "bisman" in dag.tags
+    assert dag.doc_md and len(dag.doc_md) > 200
+    assert dag.default_args.get("owner") not in (None, "airflow")
+    assert dag.default_args.get("retry_exponential_backoff")
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+
+
+@pytest.mark.parametrize("dag_id", sorted(CONTRACT))
+def test_every_task_retries(dagbag, dag_id):
+    for task in dagbag.dags[dag_id].tasks:
+        assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+
+
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in DAGS_DIR.glob("*.py")))
+def test_dag_file_imports_no_client_library_at_parse_time(dag_file):
+    # Fresh interpreter: what importing the DAG file adds to sys.modules, beyond airflow.sdk itself.
+    code = (
+        "import sys, json, runpy, airflow.sdk\n"
+        "before = set(sys.modules)\n"
+        f"runpy.run_path({str(DAGS_DIR / dag_file)!r})\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY_CLIENTS!r} if m in sys.modules and m not in before)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "include")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=env, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def _validate(dag, conf: dict) -> dict:
+    params = ParamsDict(dag.params.deep_copy() if hasattr(dag.params, "deep_copy") else dag.params)
+    params.update(conf)
+    return params.validate()
+
+
+@pytest.mark.parametrize("dag_id", MANUAL)
+def test_manual_dag_forms_reject_unknown_environment(dagbag, dag_id):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="environment"):
+        _validate(dagbag.dags[dag_id], {"environment": "production", "reason": "INC-1 broken deploy",
+                                        "confirm": "x"})
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "field", "value"),
+    [
+        ("bisman_rollout", "project_name", "Bisman ERP"),
+        ("bisman_rollout", "domain_name", "not a domain"),
+        ("bisman_rollout", "db_instance_class", "r6g.large"),
+        ("bisman_rollback_application", "task_definition", "bisman-erp-staging-app"),
+        ("bisman_rollback_application", "service", "svc; rm -rf /"),
+        ("bisman_rollback_database", "db_instance_identifier", "1-starts-with-digit"),
+        ("bisman_rollback_database", "snapshot_identifier", "snap shot"),
+        ("bisman_rollback_infrastructure", "git_ref", "--upload-pack=evil"),
+    ],
+)
+def test_manual_dag_forms_reject_malformed_identifiers(dagbag, dag_id, field, value):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=field):
+        _validate(dagbag.dags[dag_id], {field: value, "reason": "INC-1 broken deploy", "confirm": "x"})
+
+
+@pytest.mark.parametrize("dag_id", ROLLBACKS)
+def test_rollback_forms_require_reason_and_confirmation(dagbag, dag_id):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        _validate(dagbag.dags[dag_id], {})
+    resolved = _validate(dagbag.dags[dag_id], {"reason": "INC-42 bad release", "confirm": "anything"})
+    assert resolved["environment"] == "staging"
+
+
+@pytest.mark.parametrize("dag_id", MANUAL)
+def test_manual_dag_form_fields_are_typed_and_described(dagbag, dag_id):
+    for name in dagbag.dags[dag_id].params:
+        schema = dagbag.dags[dag_id].params.get_param(name).schema
+        assert "type" in schema, f"{dag_id}.{name} has no JSON-schema type"
+        assert schema.get("title") or schema.get("description"), f"{dag_id}.{name} is not described"

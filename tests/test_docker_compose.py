@@ -1,0 +1,75 @@
+"""docker-compose.yaml: no Docker engine runs here, so check the deployment's structure."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                    "airflow-worker", "airflow-init")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+
+
+def test_metadata_database_and_broker_are_healthchecked(compose):
+    services = compose["services"]
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert services["redis"]["image"].startswith("redis:")
+    for name in ("postgres", "redis"):
+        assert services[name]["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_service_runs_celery_executor_with_project_mounted(compose, name):
+    service = compose["services"][name]
+    env = service["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+    mounts = {m.split(":")[1] for m in service["volumes"]}
+    assert {"/opt/airflow/dags", "/opt/airflow/include", "/opt/airflow/plugins"} <= mounts
+    assert service["healthcheck"]["test"]
+    assert service["env_file"] == ".env"
+
+
+def test_components_wait_for_init_and_worker_can_scale(compose):
+    services = compose["services"]
+    for name in AIRFLOW_SERVICES[:-1]:
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert services["airflow-worker"]["command"] == "celery worker"
+    # A fixed container_name or host port would stop `--scale airflow-worker=N`.
+    assert "container_name" not in services["airflow-worker"]
+    assert "ports" not in services["airflow-worker"]
+
+
+def test_image_installs_the_pinned_requirements():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY requirements.txt" in dockerfile
+    assert re.search(r"pip install .*-r /requirements.txt", dockerfile)
+
+
+def test_secrets_come_from_an_ignored_env_file_with_an_example(compose):
+    text = (ROOT / "docker-compose.yaml").read_text()
+    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY"):
+        assert "${" + secret + "}" in text
+        assert re.search(rf"^{secret}=", (ROOT / ".env.example").read_text(), re.M)
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, ".env is not git-ignored"
+
+
+def test_requirements_pin_every_package():
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        lines = [line.split("#")[0].strip() for line in (ROOT / name).read_text().splitlines()]
+        packages = [line for line in lines if line and not line.startswith("-")]
+        assert packages
+        unpinned = [p for p in packages if "==" not in p]
+        assert unpinned == [], f"{name} has unpinned packages: {unpinned}"
+    assert "apache-airflow==3.3." in (ROOT / "requirements.txt").read_text()
