@@ -5,6 +5,12 @@ Rolls `client_daily_usage` for the UTC day before the run into `tenant_usage`: o
 tenant and metric, and the `month` month-to-date row through that day. One transaction, set-based
 SQL; re-running a day rewrites the same rows.
 
+**Reads** `client_daily_usage` (that day, and the month so far), `tenant_usage` (which days of the
+month are aggregated already). **Writes** `tenant_usage` only: day rows for the day, month rows for
+its month (through the latest aggregated day, so a backfilled older day never rolls the month
+back; rows with an unchanged quantity are not rewritten). **Sends** nothing. Emits the
+`tenant_usage` asset. Connection: `bisman_app_db` (through PgBouncer).
+
 **Backfill** a past range (late usage, a missed day) from the UI's *Backfill* action or
 `airflow backfill create --dag-id bisman_daily_usage_aggregation --from-date ... --to-date ...`:
 each run aggregates the day of its own data interval, in any order. `catchup` is off so that
@@ -13,11 +19,12 @@ enabling the DAG does not replay the whole year; gaps are filled by an explicit 
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, CronDataIntervalTimetable
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
 
-from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env, not_built
+from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env
 
 DAG_ID = "bisman_daily_usage_aggregation"
+TENANT_USAGE = Asset("tenant_usage")
 
 with DAG(
     dag_id=DAG_ID,
@@ -31,4 +38,11 @@ with DAG(
     tags=["bisman", "recurring", "usage"],
     doc_md=__doc__,
 ) as dag:
-    not_built("aggregate_usage_for_day", "issue: recurring DAGs")
+
+    @task(outlets=[TENANT_USAGE])
+    def aggregate_usage_for_day(data_interval_start=None, data_interval_end=None) -> dict:
+        from bisman_ops.recurring import tasks
+
+        return tasks.aggregate_usage(data_interval_start, data_interval_end)
+
+    aggregate_usage_for_day()

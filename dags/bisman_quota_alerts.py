@@ -3,13 +3,22 @@
 
 Hourly at :30: usage against each tenant's effective quota; crossing 80% or 100% alerts the tenant
 (email) and the team (email and Slack), once per tenant, metric, period and threshold.
+
+**Reads** `tenants`, `tenant_quotas` (a tenant's override, NULL = unlimited) else `plan_quotas`,
+`tenant_usage` month rows plus `client_daily_usage` for days not aggregated yet (month quotas) and
+today's `client_daily_usage` (day quotas). **Writes** one `quota.alert` event per (tenant, metric,
+period, period start, threshold), claimed before its mail and committed only once the mail went
+out, so a failed mail is retried by the next run and two runs at once alert once; usage past 100%
+gets the 100% alert, not a stale 80% one. **Sends** the tenant's mail (`smtp_default`), then a team
+summary by email (`BISMAN_TEAM_EMAIL`) and Slack (`bisman_slack_webhook`), each once per run
+(`quota.alert_summary` events). Thresholds: the `thresholds` param.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param, task
 
-from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env, not_built
+from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env
 
 DAG_ID = "bisman_quota_alerts"
 
@@ -22,5 +31,25 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["bisman", "recurring", "usage"],
     doc_md=__doc__,
+    params={
+        "thresholds": Param([80, 100], type="array", items={"type": "integer", "minimum": 1, "maximum": 1000},
+                            minItems=1, title="Thresholds (% of quota)",
+                            description="Usage percentages that alert; each alerts once per period."),
+    },
 ) as dag:
-    not_built("send_quota_alerts", "issue: recurring DAGs")
+
+    @task
+    def send_tenant_alerts(params=None, run_id=None, data_interval_end=None) -> dict:
+        from bisman_ops.recurring import tasks
+
+        return tasks.send_quota_alerts(data_interval_end, run_id, params["thresholds"])
+
+    # all_done: the team hears about the alerts that did go out even when some mails failed.
+    @task(trigger_rule="all_done")
+    def send_team_summary(run_id=None, dag_run=None, data_interval_end=None) -> dict:
+        from bisman_ops.recurring import tasks
+
+        since = tasks.summary_since(dag_run.start_date if dag_run else None, data_interval_end)
+        return tasks.send_quota_team_summary(run_id, since)
+
+    send_tenant_alerts() >> send_team_summary()

@@ -4,13 +4,20 @@
 Hourly: tenants still `trialing` whose `trial_ends_at` has passed are downgraded to `free` (or moved
 to their active Stripe subscription's plan), with one `trial.expired` / `trial.converted` event each
 and an email to the tenant. Works from the current state, so a missed hour is caught by the next run.
+
+**Reads** `tenants`; Stripe subscriptions (`bisman_stripe`). **Writes** `tenants.plan`/`status`,
+events `trial.expired` / `trial.converted` (dedup_key per tenant and trial end), and after each mail
+a `trial.notified` event; **cancels** in Stripe the still-open subscription of a trial that did not
+convert (idempotency key per subscription and trial). **Sends** one email per ended trial to the
+tenant's `billing_email` (`smtp_default`). A Stripe outage fails `end_expired_trials` with the
+affected tenants untouched; a failed mail stays pending and the next run sends it.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
-from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env, not_built
+from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env
 
 DAG_ID = "bisman_trial_expiry"
 
@@ -24,4 +31,18 @@ with DAG(
     tags=["bisman", "recurring", "billing"],
     doc_md=__doc__,
 ) as dag:
-    not_built("expire_trials", "issue: recurring DAGs")
+
+    @task
+    def end_expired_trials(data_interval_end=None) -> dict:
+        from bisman_ops.recurring import tasks
+
+        return tasks.expire_trials(data_interval_end)
+
+    # all_done: trials ended before a Stripe failure still get their mail.
+    @task(trigger_rule="all_done")
+    def mail_ended_trials() -> dict:
+        from bisman_ops.recurring import tasks
+
+        return tasks.mail_trial_notices()
+
+    end_expired_trials() >> mail_ended_trials()

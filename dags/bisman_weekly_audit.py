@@ -4,13 +4,22 @@
 Sunday 00:00 UTC, for the previous ISO week: usage and quota breaches, trials, payment failures,
 Stripe reconciliation and AWS security posture, written to S3 as JSON and Markdown and mailed.
 Findings are data, not failures: the task fails only when the audit cannot run.
+
+**Reads** `client_daily_usage`, `tenants`, events (`quota.alert`, `trial.*`,
+`stripe.invoice.payment_failed`); every Stripe subscription (`bisman_stripe`); AWS (`aws_default`):
+RDS public access, security groups open to 0.0.0.0/0 on 5432/6379/6432, the WAF web ACL of the
+ALB, secrets not rotated in 90 days, certificates expiring within 30 days. **Writes**
+`s3://<project>-<env>-terraform-state/reports/audit/<YYYY-Www>/report.json` and `report.md`
+(rewritten by a re-run), and one `audit.completed` event per week. **Sends** the team one summary
+email per week (`smtp_default`, `BISMAN_TEAM_EMAIL`).
 """
 
 from __future__ import annotations
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
-from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env, not_built
+from bisman_ops import params
+from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env
 
 DAG_ID = "bisman_weekly_audit"
 
@@ -23,5 +32,13 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["bisman", "recurring", "audit"],
     doc_md=__doc__,
+    params={"project_name": params.project_name(), "environment": params.environment()},
 ) as dag:
-    not_built("run_weekly_audit", "issue: recurring DAGs")
+
+    @task
+    def run_weekly_audit(params=None, data_interval_end=None) -> dict:
+        from bisman_ops.recurring import tasks
+
+        return tasks.run_weekly_audit(data_interval_end, params["project_name"], params["environment"])
+
+    run_weekly_audit()

@@ -1,0 +1,165 @@
+"""Trial expiry: trials that ended become ``free``/``active``, or, when the tenant's Stripe
+subscription is active, ``active`` on that subscription's plan.
+
+Per page of expired trials: ask Stripe first (bulk when many), cancel the still-open
+subscriptions of those who did not convert (idempotency key per subscription and trial), then
+apply every outcome in one statement with its ``trial.expired``/``trial.converted`` event. A
+Stripe failure for a tenant leaves that tenant untouched in the database (nothing half-applied)
+and fails the run at the end; a Stripe outage on the lookup stops the run before any write.
+Mails go out afterwards from the recorded events (``notify``), each recorded as
+``trial.notified`` once delivered, so a mail that failed is retried by the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from bisman_ops.recurring import claims, db, stripe_billing
+from bisman_ops.recurring.stripe_billing import StripeUnavailable
+
+PAGE_SIZE = 2000
+NOTIFY_WINDOW_DAYS = 30
+CANCEL_STATUSES = ("trialing", "past_due", "unpaid", "incomplete")
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    tenant_id: int
+    event_type: str  # trial.expired | trial.converted
+    new_plan: str
+    dedup_key: str
+    payload: dict
+
+
+@dataclass
+class TrialExpiryResult:
+    as_of: datetime
+    expired: int = 0
+    converted: int = 0
+    subscriptions_cancelled: int = 0
+    stripe_failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrialNoticeResult:
+    sent: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def expire_trials(conn: psycopg.Connection, stripe_client, as_of: datetime, *,
+                  page_size: int = PAGE_SIZE) -> TrialExpiryResult:
+    """End every trial over at ``as_of``. Raises ``StripeUnavailable`` when Stripe could not be
+    read (nothing written for that page) or, after the rest is applied, when some cancels failed."""
+    result = TrialExpiryResult(as_of=as_of)
+    after_id = 0
+    while True:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(db.sql("expired_trials"), {"as_of": as_of, "after_id": after_id, "limit": page_size})
+            trials = cur.fetchall()
+        if not trials:
+            break
+        after_id = trials[-1]["tenant_id"]
+        outcomes = _decide(stripe_client, trials, result)
+        _apply(conn, outcomes, as_of, result)
+        if len(trials) < page_size:
+            break
+    if result.stripe_failures:
+        raise StripeUnavailable(
+            f"{len(result.stripe_failures)} trial(s) left as they were because Stripe failed "
+            f"(the others were applied): {'; '.join(result.stripe_failures[:5])}")
+    return result
+
+
+def _decide(stripe_client, trials: list[dict], result: TrialExpiryResult) -> list[TrialOutcome]:
+    states = stripe_billing.subscription_states(
+        stripe_client, [t["stripe_subscription_id"] for t in trials if t["stripe_subscription_id"]])
+    outcomes: list[TrialOutcome] = []
+    to_cancel: list[tuple[dict, str]] = []
+    for t in trials:
+        state = states.get(t["stripe_subscription_id"]) if t["stripe_subscription_id"] else None
+        trial_key = f"{t['tenant_id']}:{t['trial_ends_at'].isoformat()}"
+        base = {"previous_plan": t["plan"], "trial_ends_at": t["trial_ends_at"].isoformat(),
+                "stripe_subscription_id": t["stripe_subscription_id"],
+                "stripe_status": state.status if state else None}
+        if state is not None and state.status == "active" and state.plan:
+            outcomes.append(TrialOutcome(t["tenant_id"], "trial.converted", state.plan,
+                                         f"trial.converted:{trial_key}", {**base, "plan": state.plan}))
+            continue
+        cancel = state is not None and state.status in CANCEL_STATUSES
+        outcome = TrialOutcome(t["tenant_id"], "trial.expired", "free", f"trial.expired:{trial_key}",
+                               {**base, "plan": "free", "subscription_cancelled": cancel})
+        if cancel:
+            to_cancel.append((t, f"bisman-trial-expiry-cancel-{t['stripe_subscription_id']}-{trial_key}"))
+        outcomes.append(outcome)
+    failed = _cancel_all(stripe_client, to_cancel, result)
+    return [o for o in outcomes if o.tenant_id not in failed]
+
+
+def _cancel_all(stripe_client, to_cancel: list[tuple[dict, str]], result: TrialExpiryResult) -> set[int]:
+    def cancel(item: tuple[dict, str]) -> tuple[int, str | None]:
+        trial, key = item
+        try:
+            stripe_billing.cancel_subscription(stripe_client, trial["stripe_subscription_id"], key)
+        except StripeUnavailable as exc:
+            return trial["tenant_id"], str(exc)
+        return trial["tenant_id"], None
+
+    failed: set[int] = set()
+    with ThreadPoolExecutor(stripe_billing.WORKERS) as pool:
+        for tenant_id, error in pool.map(cancel, to_cancel):
+            if error:
+                failed.add(tenant_id)
+                result.stripe_failures.append(f"tenant {tenant_id}: {error}")
+            else:
+                result.subscriptions_cancelled += 1
+    return failed
+
+
+def _apply(conn: psycopg.Connection, outcomes: list[TrialOutcome], as_of: datetime,
+           result: TrialExpiryResult) -> None:
+    if not outcomes:
+        return
+    with conn.transaction(), conn.cursor() as cur:
+        db.set_statement_timeout(cur)
+        cur.execute(db.sql("apply_trial_outcomes"), {
+            "as_of": as_of,
+            "tenant_ids": [o.tenant_id for o in outcomes],
+            "new_plans": [o.new_plan for o in outcomes],
+            "event_types": [o.event_type for o in outcomes],
+            "payloads": [Jsonb(o.payload) for o in outcomes],
+            "dedup_keys": [o.dedup_key for o in outcomes],
+        })
+        applied = {row["tenant_id"] for row in cur.fetchall()}
+    for o in outcomes:
+        if o.tenant_id in applied:
+            if o.event_type == "trial.converted":
+                result.converted += 1
+            else:
+                result.expired += 1
+
+
+def notify(
+    conn: psycopg.Connection, send: Callable[[dict], None], *, batch_size: int = 200
+) -> TrialNoticeResult:
+    """Mail every trial event of the last 30 days not mailed yet; record ``trial.notified`` for
+    each one delivered. ``send`` gets the event row (type, payload, billing_email, name, slug)."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(db.sql("pending_trial_notices"), {"window_days": NOTIFY_WINDOW_DAYS})
+        pending = cur.fetchall()
+    items = [claims.Claim(p["dedup_key"], p["tenant_id"], {
+        "event_id": p["event_id"], "event_type": p["type"], "emailed_to": p["billing_email"]}, p)
+        for p in pending]
+
+    def deliver(claim: claims.Claim[dict]) -> None:
+        if claim.item["billing_email"]:
+            send(claim.item)
+
+    outcome = claims.claim_and_send(conn, "trial.notified", items, deliver, batch_size=batch_size)
+    return TrialNoticeResult(sent=len(outcome.sent), failed=outcome.failed, failures=outcome.failures)
