@@ -1,0 +1,189 @@
+"""The SMTP and Slack sinks, against the real sink process and the Airflow providers' hooks."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import uuid
+from email.message import EmailMessage
+
+import pytest
+import requests
+
+from bisman_ops import config
+from bisman_ops.sandbox import sinks
+from bisman_ops.sandbox.context import HOST, SandboxContext
+from bisman_ops.sandbox.process import pid_alive, port_open, read_pid
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def ctx() -> SandboxContext:
+    c = SandboxContext.from_env()
+    sinks.up(c)
+    return c
+
+
+@pytest.fixture
+def airflow_connections(ctx, monkeypatch):
+    """The sink connections as Airflow sees them from AIRFLOW_CONN_* variables."""
+    for conn_id, conn in sinks.connections(ctx).items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+
+
+def mail(subject: str, body: str = "sandbox body") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = config.DEFAULT_MAIL_FROM
+    msg["To"] = "ops@bisman.example"
+    msg["Subject"] = subject
+    msg.set_content(body)
+    return msg
+
+
+def smtp(ctx) -> smtplib.SMTP:
+    return smtplib.SMTP(HOST, ctx.port("smtp"), timeout=10)
+
+
+def subjects(ctx) -> list[str]:
+    return [m["subject"] for m in sinks.captured_mail(ctx)]
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_mail_sent_after_auth_is_captured_with_sender_recipients_subject_and_body(ctx, mechanism):
+    subject = f"auth {mechanism} {uuid.uuid4().hex}"
+    with smtp(ctx) as s:
+        s.ehlo()
+        s.user, s.password = sinks.SMTP_USER, sinks.SMTP_PASSWORD
+        s.auth(mechanism, getattr(s, f"auth_{mechanism.lower()}"), initial_response_ok=False)
+        s.send_message(mail(subject, "line one\nline two"),
+                       to_addrs=["ops@bisman.example", "cc@bisman.example"])
+
+    got = sinks.wait_for_mail(ctx, lambda m: m["subject"] == subject, timeout=5)
+    assert got["from"] == config.DEFAULT_MAIL_FROM
+    assert got["to"] == ["ops@bisman.example", "cc@bisman.example"]
+    assert got["text"].strip() == "line one\nline two"
+    assert got["auth_login"] == sinks.SMTP_USER
+    assert got["received_at"]
+
+
+def test_wrong_password_is_refused(ctx):
+    with smtp(ctx) as s, pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+        s.login(sinks.SMTP_USER, "not-the-password")
+    assert refused.value.smtp_code == 535
+
+
+def test_mail_without_auth_is_refused_and_not_captured(ctx):
+    subject = f"anonymous {uuid.uuid4().hex}"
+    with smtp(ctx) as s, pytest.raises(smtplib.SMTPSenderRefused) as refused:
+        s.send_message(mail(subject))
+    assert refused.value.smtp_code == 530
+    assert subject not in subjects(ctx)
+
+
+def test_airflow_smtp_hook_logs_in_and_sends_through_the_sandbox_connection(ctx, airflow_connections):
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    subject = f"smtp hook {uuid.uuid4().hex}"
+    with SmtpHook(smtp_conn_id=config.SMTP_CONN_ID) as hook:
+        hook.send_email_smtp(to="team@bisman.example", subject=subject,
+                             html_content="<p>quota <b>80%</b></p>")
+
+    got = sinks.wait_for_mail(ctx, lambda m: m["subject"] == subject, timeout=5)
+    assert got["from"] == config.DEFAULT_MAIL_FROM
+    assert got["to"] == ["team@bisman.example"]
+    assert got["text"] == "quota 80%"
+    assert got["auth_login"] == sinks.SMTP_USER
+
+
+def test_airflow_smtp_hook_fails_with_a_wrong_password(ctx, monkeypatch):
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    conn = {**sinks.connections(ctx)[config.SMTP_CONN_ID], "password": "wrong"}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{config.SMTP_CONN_ID.upper()}", json.dumps(conn))
+    with pytest.raises(smtplib.SMTPAuthenticationError), SmtpHook(smtp_conn_id=config.SMTP_CONN_ID):
+        pass
+
+
+def test_slack_webhook_hook_post_is_captured_with_its_path(ctx, airflow_connections):
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    text = f"deploy finished {uuid.uuid4().hex}"
+    resp = SlackWebhookHook(slack_webhook_conn_id=config.SLACK_CONN_ID).send_text(text)
+
+    assert (resp.status_code, resp.body) == (200, "ok")
+    got = sinks.wait_for_slack(ctx, lambda p: p["payload"].get("text") == text, timeout=5)
+    assert got["path"] == f"/services/{sinks.SLACK_WEBHOOK_TOKEN}"
+
+
+def test_slack_sink_rejects_what_slack_rejects(ctx):
+    url = sinks.webhook_url(ctx)
+    before = len(sinks.captured_slack(ctx))
+    no_text = requests.post(url, json={"channel": "#x"}, timeout=5)
+    not_json = requests.post(url, data=b"{oops", headers={"Content-Type": "application/json"}, timeout=5)
+    wrong_path = requests.post(f"{ctx.url('slack')}/elsewhere", json={"text": "x"}, timeout=5)
+
+    assert (no_text.status_code, no_text.text) == (400, "no_text")
+    assert (not_json.status_code, not_json.text) == (400, "invalid_payload")
+    assert wrong_path.status_code == 404
+    assert len(sinks.captured_slack(ctx)) == before
+
+
+def test_slack_sink_accepts_the_form_encoded_payload_variant(ctx):
+    text = f"form {uuid.uuid4().hex}"
+    resp = requests.post(sinks.webhook_url(ctx), data={"payload": json.dumps({"text": text})}, timeout=5)
+    assert (resp.status_code, resp.text) == (200, "ok")
+    sinks.wait_for_slack(ctx, lambda p: p["payload"].get("text") == text, timeout=5)
+
+
+def test_captures_survive_a_sink_restart(ctx):
+    subject = f"persisted {uuid.uuid4().hex}"
+    with smtp(ctx) as s:
+        s.login(sinks.SMTP_USER, sinks.SMTP_PASSWORD)
+        s.send_message(mail(subject))
+    requests.post(sinks.webhook_url(ctx), json={"text": subject}, timeout=5).raise_for_status()
+
+    sinks.down(ctx)
+    sinks.up(ctx)
+
+    assert subject in subjects(ctx)
+    assert any(p["payload"].get("text") == subject for p in sinks.captured_slack(ctx))
+
+
+def test_clear_empties_both_captures(ctx):
+    requests.post(sinks.webhook_url(ctx), json={"text": "to be cleared"}, timeout=5).raise_for_status()
+    sinks.clear(ctx)
+    assert sinks.captured_mail(ctx) == []
+    assert sinks.captured_slack(ctx) == []
+
+
+def test_up_twice_keeps_the_same_process(ctx):
+    pid = read_pid(ctx, sinks.PROCESS)
+    sinks.up(ctx)
+    assert read_pid(ctx, sinks.PROCESS) == pid
+
+
+def test_down_leaves_no_process_or_port_open(ctx):
+    pid = read_pid(ctx, sinks.PROCESS)
+    sinks.down(ctx)
+    try:
+        assert not pid_alive(pid)
+        assert not port_open(ctx.port("smtp"))
+        assert not port_open(ctx.port("slack"))
+        assert not sinks.healthy(ctx)
+    finally:
+        sinks.up(ctx)
+    assert sinks.healthy(ctx)
+
+
+def test_sink_log_holds_neither_the_smtp_password_nor_the_webhook_token(ctx, airflow_connections):
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    with smtp(ctx) as s:
+        s.login(sinks.SMTP_USER, sinks.SMTP_PASSWORD)
+    SlackWebhookHook(slack_webhook_conn_id=config.SLACK_CONN_ID).send_text("log check")
+
+    log = (ctx.log_dir / f"{sinks.PROCESS}.log").read_text()
+    assert "POST /services/T0SANDBOX/B0SANDBOX/***" in log
+    assert sinks.SMTP_PASSWORD not in log
+    assert sinks.SLACK_WEBHOOK_TOKEN.rsplit("/", 1)[1] not in log
