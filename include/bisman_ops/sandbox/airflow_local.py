@@ -80,6 +80,8 @@ class AirflowLocal:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # standalone starts its components as `airflow ...` from PATH.
+            "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(PROJECT_ROOT / "include"), os.environ.get("PYTHONPATH", "")) if p
             ),

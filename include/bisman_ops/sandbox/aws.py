@@ -94,8 +94,11 @@ def _extra_names(n: naming.ResourceNames) -> dict[str, str]:
 def sandbox_app_secret(ctx: SandboxContext) -> dict[str, str]:
     """The application's Secrets Manager secret as the sandbox fills it.
 
-    Values marked "placeholder" have no constant in context.py yet; wire them up there.
+    The passwords are the sandbox services' own, so the secret's values really log in.
     """
+    from bisman_ops.sandbox.redis import REDIS_PASSWORD
+    from bisman_ops.sandbox.sinks import SMTP_PASSWORD, SMTP_USER
+
     db_auth = f"{context.DB_USER}:{context.DB_PASSWORD}"
     pgbouncer = f"{HOST}:{ctx.port('pgbouncer')}"
     return {
@@ -103,15 +106,15 @@ def sandbox_app_secret(ctx: SandboxContext) -> dict[str, str]:
         "DATABASE_URL": f"postgresql://{db_auth}@{pgbouncer}/{context.DB_NAME}",
         "DATABASE_URL_REPLICA": f"postgresql://{db_auth}@{pgbouncer}/{context.DB_NAME}_ro",
         "DB_PASSWORD": context.DB_PASSWORD,
-        "REDIS_PASSWORD": "sandbox-redis-password-placeholder",
+        "REDIS_PASSWORD": REDIS_PASSWORD,
         "STRIPE_SECRET_KEY": context.STRIPE_SECRET_KEY,
         "STRIPE_WEBHOOK_SECRET": context.STRIPE_WEBHOOK_SECRET,
         # localstripe has no Price objects; these ids only have to be stable.
         "STRIPE_PRICE_ID_FREE": "price_sandbox_free",
         "STRIPE_PRICE_ID_PRO": "price_sandbox_pro",
         "STRIPE_PRICE_ID_ENTERPRISE": "price_sandbox_enterprise",
-        "SMTP_USER": "sandbox-smtp-user-placeholder",
-        "SMTP_PASSWORD": "sandbox-smtp-password-placeholder",
+        "SMTP_USER": SMTP_USER,
+        "SMTP_PASSWORD": SMTP_PASSWORD,
     }
 
 

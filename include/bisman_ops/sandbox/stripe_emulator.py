@@ -76,6 +76,7 @@ def up(ctx: SandboxContext) -> dict[str, str]:
         if not healthy(ctx):
             raise SandboxError(f"Stripe emulator exited while starting (port {ctx.port('stripe')} taken?); "
                                f"see {ctx.log_dir / 'stripe.log'}")
+    seed(ctx)  # idempotent: the sandbox tenants' customers and subscriptions, the plans' prices
     return {"stripe": f"{_base_url(ctx)} (localstripe; state in {ctx.state_dir / 'stripe'})"}
 
 

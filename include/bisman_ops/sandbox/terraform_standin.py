@@ -18,11 +18,13 @@ What it models: ``variable`` blocks (``type``, ``default``, ``validation`` whose
 ``*.auto.tfvars[.json]``, ``-var-file`` and ``-var`` in Terraform's precedence; ``resource`` blocks whose
 attributes may use ``"${var.NAME}"``; ``output`` blocks that may also use ``"${TYPE.NAME.ATTR}"``;
 ``terraform.required_version`` and ``terraform.backend``. Planning diffs each resource's attributes
-against ``terraform.tfstate`` in the working directory (state format 4, with serial and lineage):
+against the state (format 4, with serial and lineage; see ``state_path`` for where it lives):
 new -> create, changed -> update, or delete+create when an attribute named in the resource's
 ``"_force_new": [...]`` changes (a stand-in key: real configurations get this from the provider
-schema), gone -> delete. The state stays local whatever the backend says; no real infrastructure is
-touched, no locking beyond one process at a time.
+schema), gone -> delete. With ``TF_STANDIN_BACKEND_DIR`` set, an ``s3`` backend's state is shared by
+every working directory initialised with the same bucket and key, as a remote backend's is; without it
+the state is the working directory's ``terraform.tfstate``. No real infrastructure is touched, no
+locking beyond one process at a time.
 
 Fault hook: ``TF_STANDIN_FAIL_APPLY_AFTER=N`` makes apply fail after N resource changes, saving a state
 with those N, as Terraform does when a provider call fails mid-apply. ``TF_STANDIN_VERSION`` sets the
@@ -488,8 +490,24 @@ def resource_config(res: dict, variables: dict[str, Any]) -> tuple[dict, list[st
 # --- state --------------------------------------------------------------------------------------
 
 
+def state_path(directory: Path) -> Path:
+    """Where the state lives. Like a real remote backend, an initialised ``s3`` backend keeps it outside
+    the working directory when ``TF_STANDIN_BACKEND_DIR`` is set (at ``<dir>/<bucket>/<key>``), so a
+    fresh checkout of the configuration, initialised the same way, sees the same state."""
+    root = os.environ.get("TF_STANDIN_BACKEND_DIR")
+    record_file = directory / ".terraform" / "terraform.tfstate"
+    if root and record_file.is_file():
+        backend = json.loads(record_file.read_text()).get("backend", {})
+        conf = backend.get("config") or {}
+        if backend.get("type") == "s3" and conf.get("bucket") and conf.get("key"):
+            path = Path(root) / str(conf["bucket"]) / str(conf["key"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path
+    return directory / STATE_FILE
+
+
 def read_state(directory: Path) -> dict | None:
-    path = directory / STATE_FILE
+    path = state_path(directory)
     if not path.is_file():
         return None
     try:
@@ -503,9 +521,9 @@ def read_state(directory: Path) -> dict | None:
 
 
 def write_state(directory: Path, state: dict) -> None:
-    path = directory / STATE_FILE
+    path = state_path(directory)
     if path.exists():  # Terraform keeps the previous state as a backup
-        (directory / (STATE_FILE + ".backup")).write_bytes(path.read_bytes())
+        path.with_name(path.name + ".backup").write_bytes(path.read_bytes())
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     os.replace(tmp, path)

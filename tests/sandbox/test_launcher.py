@@ -1,0 +1,117 @@
+"""The launcher: the whole sandbox up, down and up again in a private instance (own ports and state
+folder), leaving no stray process or port, and its Terraform working tree usable by the stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from bisman_ops.sandbox import launcher
+from bisman_ops.sandbox.context import PROJECT_ROOT, SandboxContext
+from bisman_ops.sandbox.process import pid_alive, port_open, read_pid
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture(scope="module")
+def private_ctx():
+    # Under the project, not /tmp/pytest-of-root (mode 700): the postgres user must enter it.
+    state_dir = PROJECT_ROOT / ".sandbox" / "launcher-test"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    ctx = SandboxContext.from_env({"BISMAN_SANDBOX_DIR": str(state_dir), "BISMAN_SANDBOX_PORT_OFFSET": "1500"})
+    yield ctx
+    launcher.down(ctx)
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _recorded_pids(ctx: SandboxContext) -> dict[str, int]:
+    pids = {}
+    for f in (ctx.state_dir / "pids").glob("*.pid"):
+        pid = read_pid(ctx, f.stem)
+        if pid is not None:
+            pids[f.stem] = pid
+    return pids
+
+
+def _listening_beyond_loopback(port: int) -> bool:
+    """Whether something answers on this port on a non-loopback address of this machine."""
+    try:
+        addr = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return False
+    if addr.startswith("127."):
+        return False
+    return port_open(port, host=addr)
+
+
+def test_up_down_up_leaves_no_stray_process_or_port(private_ctx):
+    ctx = private_ctx
+    launcher.up(ctx, out=open(os.devnull, "w"))  # noqa: SIM115
+    assert all(launcher.status(ctx).values()), launcher.status(ctx)
+    first = _recorded_pids(ctx)
+    assert len(first) >= 9, first  # every server process, each by its own pid file
+
+    # Twice is fine: nothing restarted.
+    launcher.up(ctx, out=open(os.devnull, "w"))  # noqa: SIM115
+    assert {k: v for k, v in _recorded_pids(ctx).items() if k in first} == first
+
+    for port in ctx.ports.values():
+        assert port_open(port), f"port {port} not listening"
+        assert not _listening_beyond_loopback(port), f"port {port} reachable beyond 127.0.0.1"
+
+    launcher.down(ctx)
+    for name, pid in first.items():
+        assert not pid_alive(pid), f"{name} (pid {pid}) still running after down"
+    still_open = [p for p in ctx.ports.values() if port_open(p)]
+    assert still_open == []
+
+    launcher.up(ctx, out=open(os.devnull, "w"))  # noqa: SIM115
+    assert all(launcher.status(ctx).values())
+
+
+def test_connections_cover_every_service_the_dags_use(private_ctx):
+    from bisman_ops import config
+
+    conns = launcher.connections(private_ctx)
+    wanted = {value for name, value in vars(config).items() if name.endswith("_CONN_ID")}
+    assert wanted <= set(conns), wanted - set(conns)
+    env = launcher.airflow_connection_env(private_ctx)
+    aws = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"])
+    assert aws["extra"]["endpoint_url"].startswith("http://127.0.0.1:")
+
+
+def test_terraform_workspace_has_history_and_shares_state_with_a_clean_checkout(private_ctx, tmp_path):
+    from bisman_ops.sandbox import terraform_workspace as tw
+
+    settings = tw.settings(private_ctx)
+    env = {**os.environ, **settings}
+    repo = tw.workspace_dir(private_ctx)
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=repo, capture_output=True, text=True, check=True)
+    assert len(log.stdout.splitlines()) >= 2
+
+    def tf(workdir, *args):
+        return subprocess.run([settings["BISMAN_TERRAFORM_BIN"], f"-chdir={workdir}", *args], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    tfvars = 'environment = "staging"\napp_image = "bisman-erp:sandbox-2"\ndomain_name = "api.staging.bisman.test"\n'
+    (repo / "terraform.tfvars").write_text(tfvars)
+    assert tf(repo, "init", "-input=false").returncode == 0
+    assert tf(repo, "plan", "-input=false", "-out=tfplan", "-detailed-exitcode").returncode == 2
+    assert tf(repo, "apply", "-input=false", "tfplan").returncode == 0
+
+    # A clean checkout of the same revision, initialised with the same backend, has nothing to do.
+    clean = tmp_path / "checkout"
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(clean), "HEAD"], cwd=repo, check=True)
+    (clean / "terraform.tfvars").write_text(tfvars)
+    assert tf(clean, "init", "-input=false").returncode == 0
+    plan = tf(clean, "plan", "-input=false", "-out=tfplan", "-detailed-exitcode")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    outputs = json.loads(tf(clean, "output", "-json").stdout)
+    assert outputs["api_base_url"]["value"] == f"http://127.0.0.1:{private_ctx.port('app')}"
+    assert sys.executable  # the stand-in shim found its interpreter without PATH help
