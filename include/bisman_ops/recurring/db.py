@@ -49,4 +49,7 @@ def app_db_uri(conn_id: str = config.APP_DB_CONN_ID) -> str:
     """The URI of the Airflow connection ``conn_id`` (through PgBouncer by default)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    return PostgresHook(postgres_conn_id=conn_id).get_uri()
+    uri = PostgresHook(postgres_conn_id=conn_id).get_uri()
+    # The hook speaks SQLAlchemy ("postgresql+psycopg://"); libpq wants the bare scheme.
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme.split('+')[0]}{sep}{rest}"

@@ -68,8 +68,8 @@ def validate_thresholds(thresholds) -> tuple[int, ...]:
     return values
 
 
-def find_alerts(conn: psycopg.Connection, as_of: datetime,
-                thresholds=DEFAULT_THRESHOLDS) -> Iterator[QuotaAlert]:
+def find_alerts(conn: psycopg.Connection, as_of: datetime, thresholds=DEFAULT_THRESHOLDS, *,
+                tenant_ids: list[int] | None = None) -> Iterator[QuotaAlert]:
     """Alerts due at ``as_of`` and not yet recorded, in ``dedup_key`` order, streamed.
 
     Runs in its own read transaction on ``conn`` (a server-side cursor lives inside one), so pass
@@ -77,7 +77,7 @@ def find_alerts(conn: psycopg.Connection, as_of: datetime,
     """
     today = as_of.astimezone(UTC).date()
     params = {"today": today, "month_start": today.replace(day=1),
-              "thresholds": list(validate_thresholds(thresholds))}
+              "thresholds": list(validate_thresholds(thresholds)), "tenant_ids": tenant_ids}
     with conn.transaction(), conn.cursor(name=f"quota_alerts_{uuid.uuid4().hex[:12]}") as cur:
         cur.itersize = FETCH_SIZE
         cur.execute(db.sql("quota_alert_candidates"), params)
@@ -87,16 +87,17 @@ def find_alerts(conn: psycopg.Connection, as_of: datetime,
 
 def send_alerts(read_conn: psycopg.Connection, write_conn: psycopg.Connection, as_of: datetime,
                 send: Callable[[QuotaAlert], None], *, run_id: str, thresholds=DEFAULT_THRESHOLDS,
-                batch_size: int = 200) -> QuotaAlertResult:
+                batch_size: int = 200, tenant_ids: list[int] | None = None) -> QuotaAlertResult:
     """Find the due alerts and deliver each with ``send``, recording it only once delivered.
 
     A tenant without a billing email is recorded without a mail (the team summary still shows
     it). ``send`` failures are counted in the result, not raised: the caller decides.
+    ``tenant_ids`` limits the run to those tenants (tests, a targeted re-run).
     """
     result = QuotaAlertResult(run_id=run_id, today=as_of.astimezone(UTC).date())
 
     def to_claims() -> Iterator[claims.Claim[QuotaAlert]]:
-        for alert in find_alerts(read_conn, as_of, thresholds):
+        for alert in find_alerts(read_conn, as_of, thresholds, tenant_ids=tenant_ids):
             result.candidates += 1
             yield claims.Claim(alert.dedup_key, alert.tenant_id, alert.payload(run_id), alert)
 

@@ -54,14 +54,15 @@ class TrialNoticeResult:
 
 
 def expire_trials(conn: psycopg.Connection, stripe_client, as_of: datetime, *,
-                  page_size: int = PAGE_SIZE) -> TrialExpiryResult:
+                  page_size: int = PAGE_SIZE, tenant_ids: list[int] | None = None) -> TrialExpiryResult:
     """End every trial over at ``as_of``. Raises ``StripeUnavailable`` when Stripe could not be
     read (nothing written for that page) or, after the rest is applied, when some cancels failed."""
     result = TrialExpiryResult(as_of=as_of)
     after_id = 0
     while True:
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute(db.sql("expired_trials"), {"as_of": as_of, "after_id": after_id, "limit": page_size})
+            cur.execute(db.sql("expired_trials"), {"as_of": as_of, "after_id": after_id, "limit": page_size,
+                                                  "tenant_ids": tenant_ids})
             trials = cur.fetchall()
         if not trials:
             break
@@ -146,12 +147,14 @@ def _apply(conn: psycopg.Connection, outcomes: list[TrialOutcome], as_of: dateti
 
 
 def notify(
-    conn: psycopg.Connection, send: Callable[[dict], None], *, batch_size: int = 200
+    conn: psycopg.Connection, send: Callable[[dict], None], *, batch_size: int = 200,
+    tenant_ids: list[int] | None = None,
 ) -> TrialNoticeResult:
     """Mail every trial event of the last 30 days not mailed yet; record ``trial.notified`` for
     each one delivered. ``send`` gets the event row (type, payload, billing_email, name, slug)."""
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(db.sql("pending_trial_notices"), {"window_days": NOTIFY_WINDOW_DAYS})
+        cur.execute(db.sql("pending_trial_notices"),
+                    {"window_days": NOTIFY_WINDOW_DAYS, "tenant_ids": tenant_ids})
         pending = cur.fetchall()
     items = [claims.Claim(p["dedup_key"], p["tenant_id"], {
         "event_id": p["event_id"], "event_type": p["type"], "emailed_to": p["billing_email"]}, p)

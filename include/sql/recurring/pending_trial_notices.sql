@@ -6,5 +6,6 @@ FROM events e
 JOIN tenants t ON t.id = e.tenant_id
 WHERE e.type IN ('trial.expired', 'trial.converted')
   AND e.occurred_at >= now() - make_interval(days => %(window_days)s)
+  AND (%(tenant_ids)s::bigint[] IS NULL OR e.tenant_id = ANY(%(tenant_ids)s::bigint[]))
   AND NOT EXISTS (SELECT 1 FROM events n WHERE n.dedup_key = 'trial.notified:' || e.id)
 ORDER BY dedup_key

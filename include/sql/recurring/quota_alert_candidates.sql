@@ -1,15 +1,18 @@
 -- Alerts due at %(today)s: for every (tenant, metric, period) with a finite effective quota (the
 -- tenant's override if it has one, NULL included, else its plan's), the highest threshold in
 -- %(thresholds)s that usage has reached, unless that alert is already recorded. Usage that jumped
--- past 100 percent yields the 100 percent alert only. Month usage is the aggregated month-to-date row plus the
--- days after the last aggregated day; day usage is today's live row. Canceled tenants are skipped.
+-- past 100 percent yields the 100 percent alert only. Month usage is the aggregated month-to-date
+-- row plus the days after the last aggregated day; day usage is today's live row. Canceled tenants are skipped;
+-- %(tenant_ids)s, when not NULL, limits the run to those tenants (tests, targeted re-runs).
 WITH through AS (
     SELECT COALESCE(max(period_start), %(month_start)s::date - 1) AS through_day
     FROM tenant_usage
     WHERE period = 'day' AND period_start BETWEEN %(month_start)s AND %(today)s
 ),
 live_tenants AS (
-    SELECT id, plan FROM tenants WHERE status <> 'canceled'
+    SELECT id, plan FROM tenants
+    WHERE status <> 'canceled'
+      AND (%(tenant_ids)s::bigint[] IS NULL OR id = ANY(%(tenant_ids)s::bigint[]))
 ),
 effective AS (
     SELECT tq.tenant_id, tq.metric, tq.period, tq.quota

@@ -1,0 +1,187 @@
+"""Trial expiry against the sandbox PostgreSQL, the Stripe emulator and the mail sink."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bisman_ops.recurring import notices, stripe_billing, trial_expiry
+from bisman_ops.recurring.stripe_billing import StripeUnavailable
+from bisman_ops.sandbox import context, sinks, stripe_emulator
+
+from .conftest import rows
+
+
+@pytest.fixture(scope="module")
+def stripe_client(ctx):
+    stripe_emulator.seed(ctx)  # prices per plan (idempotent)
+    return stripe_emulator.stripe_client(ctx)
+
+
+@pytest.fixture(scope="module")
+def prices(ctx, stripe_client):
+    return stripe_emulator.seed(ctx)["prices"]
+
+
+def subscribe(client, prices, tenant_id: int, plan: str, *, converted: bool) -> str:
+    """A Stripe customer and subscription: active on ``plan`` (card given) or still trialing."""
+    suffix = uuid.uuid4().hex[:8]  # the emulator keeps its records across test runs
+    customer = f"cus_t{tenant_id}_{suffix}"
+    params = {"id": customer, "email": f"billing+t{tenant_id}@tenants.bisman.test"}
+    if converted:
+        params |= {
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+    client.v1.customers.create(params=params)
+    sub = {
+        "id": f"sub_t{tenant_id}_{suffix}",
+        "customer": customer,
+        "items": [{"price": prices[f"bisman_{plan}"]}],
+    }
+    if not converted:
+        sub["trial_period_days"] = 14
+    client.v1.subscriptions.create(params=sub)
+    return sub["id"]
+
+
+def state(dsn, tenant_id):
+    return rows(dsn, "SELECT plan, status FROM tenants WHERE id = %s", (tenant_id,))[0]
+
+
+def events(dsn, ids):
+    return sorted(
+        (r[0], r[1])
+        for r in rows(
+            dsn,
+            "SELECT tenant_id, type FROM events WHERE tenant_id = ANY(%s) AND type LIKE 'trial.%%'",
+            (ids,),
+        )
+    )
+
+
+def test_a_trial_ending_exactly_now_expires_and_one_ending_a_second_later_does_not(
+    conn, tenants, primary_dsn, stripe_client
+):
+    now = datetime.now(UTC).replace(microsecond=0)
+    ending_now = tenants.add(plan="pro", status="trialing", trial_ends_at=now)
+    later = tenants.add(plan="pro", status="trialing", trial_ends_at=now + timedelta(seconds=1))
+
+    result = trial_expiry.expire_trials(conn, stripe_client, now, tenant_ids=[ending_now, later])
+
+    assert (result.expired, result.converted) == (1, 0)
+    assert state(primary_dsn, ending_now) == ("free", "active")
+    assert state(primary_dsn, later) == ("pro", "trialing")
+
+
+def test_an_active_subscription_converts_to_its_plan_and_an_open_one_is_cancelled(
+    conn, tenants, primary_dsn, stripe_client, prices
+):
+    ended = datetime.now(UTC) - timedelta(hours=1)
+    converted = tenants.add(plan="pro", status="trialing", trial_ends_at=ended)
+    stripe_converted = subscribe(stripe_client, prices, converted, "enterprise", converted=True)
+    tenants._exec(
+        "UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (stripe_converted, converted)
+    )
+    lapsed = tenants.add(plan="pro", status="trialing", trial_ends_at=ended)
+    stripe_lapsed = subscribe(stripe_client, prices, lapsed, "pro", converted=False)
+    tenants._exec("UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (stripe_lapsed, lapsed))
+
+    result = trial_expiry.expire_trials(
+        conn, stripe_client, datetime.now(UTC), tenant_ids=[converted, lapsed]
+    )
+
+    assert (result.converted, result.expired, result.subscriptions_cancelled) == (1, 1, 1)
+    assert state(primary_dsn, converted) == ("enterprise", "active")
+    assert state(primary_dsn, lapsed) == ("free", "active")
+    assert stripe_client.v1.subscriptions.retrieve(stripe_lapsed).status == "canceled"
+    assert stripe_client.v1.subscriptions.retrieve(stripe_converted).status == "active"
+    assert events(primary_dsn, [converted, lapsed]) == [
+        (converted, "trial.converted"),
+        (lapsed, "trial.expired"),
+    ]
+
+
+def test_a_rerun_changes_nothing_and_mails_once(conn, tenants, primary_dsn, stripe_client, ctx, mail_sink):
+    t = tenants.add(plan="pro", status="trialing", trial_ends_at=datetime.now(UTC) - timedelta(days=1))
+    now = datetime.now(UTC)
+
+    first = trial_expiry.expire_trials(conn, stripe_client, now, tenant_ids=[t])
+    mailed = trial_expiry.notify(conn, notices.send_trial_notice, tenant_ids=[t])
+    second = trial_expiry.expire_trials(conn, stripe_client, now, tenant_ids=[t])
+    mailed_again = trial_expiry.notify(conn, notices.send_trial_notice, tenant_ids=[t])
+
+    assert (first.expired, second.expired, mailed.sent, mailed_again.sent) == (1, 0, 1, 0)
+    assert events(primary_dsn, [t]) == [(t, "trial.expired"), (t, "trial.notified")]
+    mails = [m for m in sinks.captured_mail(ctx) if m["to"] == [f"billing+t{t}@tenants.bisman.test"]]
+    assert len(mails) == 1 and "trial has ended" in mails[0]["subject"] and "Free plan" in mails[0]["text"]
+
+
+def test_a_failed_trial_mail_is_retried_by_the_next_run(conn, tenants, primary_dsn, stripe_client):
+    t = tenants.add(plan="pro", status="trialing", trial_ends_at=datetime.now(UTC) - timedelta(days=1))
+    trial_expiry.expire_trials(conn, stripe_client, datetime.now(UTC), tenant_ids=[t])
+
+    def down(notice):
+        raise OSError("smtp down")
+
+    failed = trial_expiry.notify(conn, down, tenant_ids=[t])
+    delivered = []
+    retried = trial_expiry.notify(conn, delivered.append, tenant_ids=[t])
+
+    assert (failed.failed, failed.sent, retried.sent) == (1, 0, 1)
+    assert [n["type"] for n in delivered] == ["trial.expired"]
+
+
+def test_stripe_answering_500_fails_the_run_with_nothing_applied_and_the_next_run_recovers(
+    conn, tenants, primary_dsn, stripe_client, prices, stripe_faults
+):
+    ended = datetime.now(UTC) - timedelta(hours=2)
+    ids = []
+    for converted in (True, False):
+        t = tenants.add(plan="pro", status="trialing", trial_ends_at=ended)
+        sub = subscribe(stripe_client, prices, t, "pro", converted=converted)
+        tenants._exec("UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (sub, t))
+        ids.append(t)
+    faulty = stripe_billing.make_client(context.STRIPE_SECRET_KEY, stripe_faults.url, retries=0, timeout=5)
+
+    stripe_faults.failing = {"*"}  # reads fail
+    with pytest.raises(StripeUnavailable, match="HTTP 500"):
+        trial_expiry.expire_trials(conn, faulty, datetime.now(UTC), tenant_ids=ids)
+    assert [state(primary_dsn, t) for t in ids] == [("pro", "trialing")] * 2
+    assert events(primary_dsn, ids) == []
+
+    stripe_faults.failing = {"DELETE"}  # reads work, the cancel fails
+    with pytest.raises(StripeUnavailable, match="1 trial"):
+        trial_expiry.expire_trials(conn, faulty, datetime.now(UTC), tenant_ids=ids)
+    # The converted tenant (no Stripe write needed) is done; the other is untouched, not half-applied.
+    assert state(primary_dsn, ids[0]) == ("pro", "active")
+    assert state(primary_dsn, ids[1]) == ("pro", "trialing")
+
+    stripe_faults.failing = set()
+    result = trial_expiry.expire_trials(conn, faulty, datetime.now(UTC), tenant_ids=ids)
+    assert (result.expired, result.converted) == (1, 0)
+    assert state(primary_dsn, ids[1]) == ("free", "active")
+    assert events(primary_dsn, ids) == [(ids[0], "trial.converted"), (ids[1], "trial.expired")]
+    cancels = [s for s in stripe_faults.seen if s.startswith("DELETE")]
+    assert len(cancels) == 2  # the failed attempt and the retry, same idempotency key
+
+
+def test_many_expired_trials_are_looked_up_in_bulk(
+    conn, tenants, primary_dsn, stripe_client, prices, stripe_faults, monkeypatch
+):
+    monkeypatch.setattr(stripe_billing, "BULK_LOOKUP_THRESHOLD", 2)
+    ended = datetime.now(UTC) - timedelta(hours=1)
+    ids = []
+    for i in range(4):
+        t = tenants.add(plan="pro", status="trialing", trial_ends_at=ended)
+        sub = subscribe(stripe_client, prices, t, "pro", converted=i % 2 == 0)
+        tenants._exec("UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (sub, t))
+        ids.append(t)
+    client = stripe_billing.make_client(context.STRIPE_SECRET_KEY, stripe_faults.url, retries=0)
+
+    result = trial_expiry.expire_trials(conn, client, datetime.now(UTC), tenant_ids=ids)
+
+    assert (result.converted, result.expired) == (2, 2)
+    assert not any("/v1/subscriptions/sub_" in s and s.startswith("GET") for s in stripe_faults.seen)
