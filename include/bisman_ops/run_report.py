@@ -219,10 +219,10 @@ _NAME_COLUMNS = ("name", "variable", "setting", "field")
 
 def _redact_row(columns: list[str], row: list[Any]) -> list[Any]:
     cells = [redact(cell, columns[i] if i < len(columns) else None) for i, cell in enumerate(row)]
-    # A name/value table (environment variables): the row's name decides for every other cell.
+    # A name/value table (environment variables): the row's name decides for the cells after it.
     for i, column in enumerate(columns[: len(row)]):
         if column.lower() in _NAME_COLUMNS and isinstance(row[i], str) and is_sensitive_key(row[i]):
-            return [c if j == i or c in (None, "") else REDACTED for j, c in enumerate(cells)]
+            return [c if j <= i or c in (None, "") else REDACTED for j, c in enumerate(cells)]
     return cells
 
 

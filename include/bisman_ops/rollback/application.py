@@ -79,6 +79,15 @@ def describe_service(ecs: Any, cluster: str, service: str) -> dict | None:
     return next((s for s in found if s.get("status") == "ACTIVE"), None)
 
 
+def service_task_definition_arn(ecs: Any, svc: dict) -> str:
+    """The service's task definition as an ARN (moto keeps whatever string update_service got)."""
+    ref = svc.get("taskDefinition", "")
+    if ref.startswith("arn:"):
+        return ref
+    td = describe_task_definition(ecs, ref)
+    return td.arn if td else ref
+
+
 def _hide(name: str, value: str) -> str:
     return "(hidden)" if _SECRET_NAME.search(name) else value
 
@@ -231,7 +240,7 @@ def plan_rollback(ecs: Any, *, environment: str, cluster: str | None, service: s
 def start_rollback(ecs: Any, plan: ApplicationRollbackPlan) -> str:
     """Point the service at the target; return the id of the deployment that rolls it out."""
     svc = describe_service(ecs, plan.cluster, plan.service)
-    if svc is None or svc["taskDefinition"] not in (plan.current.arn, plan.target.arn):
+    if svc is None or service_task_definition_arn(ecs, svc) not in (plan.current.arn, plan.target.arn):
         seen = svc["taskDefinition"] if svc else "no service"
         raise RollbackFailed(f"service {plan.service} changed since the plan (now {seen}, planned from "
                              f"{plan.current.ref}); nothing was updated. Trigger the rollback again.")
@@ -269,7 +278,7 @@ def deployment_progress(ecs: Any, cluster: str, service: str, target_arn: str,
     if ours.get("rolloutState") == "FAILED":
         return DeploymentProgress(False, True, f"deployment {deployment_id} FAILED: "
                                                f"{ours.get('rolloutStateReason', '')}; service now: {summary}")
-    if svc.get("taskDefinition") != target_arn:
+    if service_task_definition_arn(ecs, svc) != target_arn:
         return DeploymentProgress(False, True, f"service now runs {svc.get('taskDefinition')}, not the target "
                                                f"{target_arn}: someone else changed it")
     stable = (len(deployments) == 1 and ours.get("status") == "PRIMARY"
@@ -309,7 +318,7 @@ def verify_running_tasks(ecs: Any, cluster: str, service: str, target_arn: str, 
                                  "check the service's events and stopped tasks' reasons")
         how = f"{on_target} RUNNING task(s) listed, all on the target"
     else:
-        if svc.get("taskDefinition") != target_arn or int(svc.get("runningCount", 0)) < desired:
+        if service_task_definition_arn(ecs, svc) != target_arn or int(svc.get("runningCount", 0)) < desired:
             raise RollbackFailed(f"service {service} reports {svc.get('runningCount')}/{desired} running on "
                                  f"{svc.get('taskDefinition')}, expected the target {target_arn}")
         how = (f"ECS lists no tasks here (emulator); the service reports {svc.get('runningCount')}/{desired} "

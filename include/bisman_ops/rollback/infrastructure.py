@@ -7,8 +7,8 @@ a fresh work directory with ``git archive`` — the operator's working tree is n
 first) for the approval; ``apply`` applies exactly that saved plan, after checking the plan file is
 the one approved (sha256).
 
-The variables (``terraform.tfvars``, never committed) are those the last rollout wrote in the
-Terraform directory: the rollback reverts the configuration, not the inputs.
+The variables (``terraform.tfvars`` and any other variable file git does not track) are those the
+last rollout left in the Terraform directory: the rollback reverts the configuration, not the inputs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from bisman_ops.rollback import RollbackFailed, RollbackRefused, check_confirm, 
 
 GIT_TIMEOUT_S = 60
 PLAN_FILE = "rollback.tfplan"
-TFVARS_FILE = "terraform.tfvars"
+INPUT_PATTERNS = ("terraform.tfvars", "terraform.tfvars.json", "*.auto.tfvars", "*.auto.tfvars.json")
 WORK_ROOT_ENV = "BISMAN_ROLLBACK_WORK_DIR"
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
@@ -144,11 +144,23 @@ def checkout(plan: InfraRollbackPlan, work_dir: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(work_dir, filter="data")
     config_dir = work_dir / plan.subdir if plan.subdir else work_dir
-    live_vars = Path(plan.terraform_dir) / TFVARS_FILE
-    if live_vars.exists():
-        shutil.copy2(live_vars, config_dir / TFVARS_FILE)
-        (config_dir / TFVARS_FILE).chmod(0o600)
+    for live_vars in live_input_files(plan):
+        shutil.copy2(live_vars, config_dir / live_vars.name)
+        (config_dir / live_vars.name).chmod(0o600)
     return config_dir
+
+
+def live_input_files(plan: InfraRollbackPlan) -> list[Path]:
+    """Variable files in the live Terraform directory that git does not track (terraform.tfvars
+    written by the rollout, machine-local *.auto.tfvars): inputs, not configuration."""
+    live = Path(plan.terraform_dir)
+    found = []
+    for pattern in INPUT_PATTERNS:
+        for path in sorted(live.glob(pattern)):
+            tracked = _git(live, "ls-files", "--error-unmatch", "--", path.name, check=False).returncode == 0
+            if path.is_file() and not tracked:
+                found.append(path)
+    return found
 
 
 def sha256_file(path: Path) -> str:

@@ -1,0 +1,137 @@
+"""Fixtures for the rollback logic: the sandbox's moto, PostgreSQL, PgBouncer and Terraform stand-in
+(started once, never stopped here), boto3 clients on them, and a fingerprint of everything a
+refused rollback must leave as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bisman_ops.sandbox import aws, pgbouncer, postgres, terraform_workspace
+from bisman_ops.sandbox.context import SandboxContext
+
+ROOT = Path(__file__).resolve().parents[2]
+SANDBOX_TF = ROOT / "include" / "sandbox" / "terraform" / "main.tf.json"
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@bisman.test"]
+
+
+@pytest.fixture(scope="session")
+def ctx() -> SandboxContext:
+    c = SandboxContext.from_env()
+    for module in (postgres, pgbouncer, aws, terraform_workspace):
+        module.up(c)
+    return c
+
+
+@pytest.fixture(scope="session")
+def clients(ctx):
+    return {s: aws.client(ctx, s) for s in ("ecs", "rds", "dynamodb", "s3", "secretsmanager")}
+
+
+def primary_dsn(ctx) -> str:
+    c = postgres.connections(ctx)["bisman_app_db_primary"]
+    return f"host={c['host']} port={c['port']} dbname={c['schema']} user={c['login']} password={c['password']}"
+
+
+def _tree_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def world(ctx, clients) -> dict:
+    """What a refused rollback must not change: moto (ECS, RDS, secret, lock items), the sandbox
+    database, the Terraform stand-in's state and working tree."""
+    ecs, rds = clients["ecs"], clients["rds"]
+    names = aws.names()
+    service = ecs.describe_services(cluster=names.ecs_cluster_name, services=[names.ecs_service_name])["services"][0]
+    instances = sorted((i["DBInstanceIdentifier"], i["DBInstanceStatus"], i["DBInstanceClass"])
+                       for i in rds.describe_db_instances()["DBInstances"])
+    snapshots = sorted((s["DBSnapshotIdentifier"], s["Status"]) for s in rds.describe_db_snapshots()["DBSnapshots"])
+    secret = clients["secretsmanager"].list_secret_version_ids(SecretId=names.app_secret_name)["Versions"]
+    locks = clients["dynamodb"].scan(TableName=names.lock_table)["Items"]
+    with psycopg.connect(primary_dsn(ctx), connect_timeout=5) as conn:
+        db = conn.execute("SELECT (SELECT count(*) FROM pg_database), (SELECT md5(string_agg(t::text, ',' "
+                          "ORDER BY id)) FROM tenants t), (SELECT count(*) FROM events)").fetchone()
+    backend = terraform_workspace.backend_dir(ctx)
+    tree = terraform_workspace.workspace_dir(ctx)
+    git = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout + subprocess.run(["git", "-C", str(tree), "status", "--porcelain"],
+                                                              capture_output=True, text=True, check=True).stdout
+    return {
+        "service": (service["taskDefinition"], service["desiredCount"], [d["id"] for d in service["deployments"]]),
+        "task_definitions": ecs.list_task_definitions(familyPrefix=names.app_task_family)["taskDefinitionArns"],
+        "instances": instances, "snapshots": snapshots,
+        "secret_versions": sorted((v["VersionId"], tuple(v.get("VersionStages", []))) for v in secret),
+        "locks": json.dumps(locks, sort_keys=True, default=str), "database": db,
+        "terraform_state": _tree_hash(backend) if backend.exists() else None, "terraform_tree": git,
+    }
+
+
+@pytest.fixture
+def unchanged(ctx, clients):
+    """Asserts, after the test, that the world is exactly as before it."""
+    before = world(ctx, clients)
+    yield
+    assert world(ctx, clients) == before
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run([*GIT, "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def make_infra_repo(root: Path, ctx) -> dict:
+    """A git repository like an operator's: a README-only first commit, then the Terraform
+    configuration in ``infra/`` (baseline, then a change adding a stateful resource and scaling the
+    service). Its own state key, so it never touches the sandbox workspace's state; the sandbox's
+    ids as an untracked auto.tfvars and the rollout's terraform.tfvars, as a live directory has."""
+    if root.exists():
+        shutil.rmtree(root)
+    infra = root / "infra"
+    infra.mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    (root / "README.md").write_text("BISMAN ERP infrastructure\n")
+    (root / ".gitignore").write_text("terraform.tfvars\n*.auto.tfvars.json\n.terraform/\n*.tfplan\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "README")
+    readme_only = git(root, "rev-parse", "HEAD")
+
+    config = json.loads(SANDBOX_TF.read_text())
+    config["terraform"]["backend"]["s3"]["key"] = f"rollback-tests/{root.name}.tfstate"
+    config["resource"]["aws_ecs_service"]["app"]["desired_count"] = 2
+    (infra / "main.tf.json").write_text(json.dumps(config, indent=2))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "Baseline")
+    baseline = git(root, "rev-parse", "HEAD")
+
+    config["resource"]["aws_ecs_service"]["app"]["desired_count"] = 3
+    reporting = dict(config["resource"]["aws_db_instance"]["replica"])
+    reporting["identifier"] = "${var.project_name}-${var.environment}-reporting"
+    config["resource"]["aws_db_instance"]["reporting"] = reporting
+    (infra / "main.tf.json").write_text(json.dumps(config, indent=2))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "Reporting replica, three app tasks")
+    current = git(root, "rev-parse", "HEAD")
+
+    shutil.copy(terraform_workspace.workspace_dir(ctx) / "sandbox.auto.tfvars.json", infra)
+    from bisman_ops.sandbox.rollout_conf import rollout_conf
+    from bisman_ops.terraform import Terraform
+
+    conf = rollout_conf(ctx)
+    tf = Terraform(binary=str(terraform_workspace.TERRAFORM_BIN), workdir=infra,
+                   env=terraform_workspace.settings(ctx))
+    tf.write_tfvars({k: conf[k] for k in ("project_name", "environment", "aws_region", "db_instance_class",
+                                           "redis_node_type", "app_image", "domain_name")})
+    tf.init()
+    if tf.plan("current.tfplan"):
+        tf.apply("current.tfplan")
+    return {"root": root, "infra": infra, "readme_only": readme_only, "baseline": baseline, "current": current,
+            "state_key": config["terraform"]["backend"]["s3"]["key"]}
