@@ -21,7 +21,16 @@ def _jsonable(obj) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(obj).items()}
 
 
-def aggregate_usage(data_interval_start: datetime, data_interval_end: datetime) -> dict:
+def run_time(data_interval_end: datetime | None) -> datetime:
+    """The moment a run works as of: its data interval's end (a manual run without a logical
+    date may have none: then now)."""
+    return data_interval_end or datetime.now(UTC)
+
+
+def aggregate_usage(data_interval_start: datetime | None, data_interval_end: datetime | None) -> dict:
+    if data_interval_start is None or data_interval_end is None:
+        end = datetime.now(UTC)
+        data_interval_start, data_interval_end = end - timedelta(days=1), end
     day = usage_aggregation.day_for_interval(data_interval_start, data_interval_end)
     with db.connect(db.app_db_uri(), application_name="bisman_daily_usage_aggregation") as conn:
         result = usage_aggregation.aggregate_day(conn, day)
@@ -29,9 +38,10 @@ def aggregate_usage(data_interval_start: datetime, data_interval_end: datetime) 
     return _jsonable(result)
 
 
-def expire_trials(as_of: datetime) -> dict:
+def expire_trials(as_of: datetime | None) -> dict:
     from bisman_ops.recurring import stripe_billing
 
+    as_of = run_time(as_of)
     client = stripe_billing.client_from_connection()
     with db.connect(db.app_db_uri(), application_name="bisman_trial_expiry") as conn:
         result = trial_expiry.expire_trials(conn, client, as_of)
@@ -49,7 +59,8 @@ def mail_trial_notices() -> dict:
     return _jsonable(result)
 
 
-def send_quota_alerts(as_of: datetime, run_id: str, thresholds) -> dict:
+def send_quota_alerts(as_of: datetime | None, run_id: str, thresholds) -> dict:
+    as_of = run_time(as_of)
     uri = db.app_db_uri()
     with db.connect(uri, application_name="bisman_quota_alerts") as read_conn, \
             db.connect(uri, application_name="bisman_quota_alerts") as write_conn:
@@ -79,7 +90,7 @@ def send_quota_team_summary(run_id: str, since: datetime) -> dict:
     return {"alerts": len(alerts), "email": email, "slack": slack}
 
 
-def run_weekly_audit(run_at: datetime, project_name: str, environment: str) -> dict:
+def run_weekly_audit(run_at: datetime | None, project_name: str, environment: str) -> dict:
     from bisman_ops import aws_clients
     from bisman_ops.recurring import stripe_billing, weekly_audit
 
@@ -100,11 +111,11 @@ def run_weekly_audit(run_at: datetime, project_name: str, environment: str) -> d
     with db.connect(db.app_db_uri(), application_name="bisman_weekly_audit") as conn:
         result = weekly_audit.run_audit(conn, stripe_billing.client_from_connection(), aws,
                                         bucket=names.state_bucket, alb_name=names.alb_name,
-                                        run_at=run_at, announce=announce)
+                                        run_at=run_time(run_at), announce=announce)
     return _jsonable(result)
 
 
-def summary_since(dag_run_start: datetime | None, data_interval_end: datetime) -> datetime:
+def summary_since(dag_run_start: datetime | None, data_interval_end: datetime | None) -> datetime:
     """Where a run's recorded alerts begin: a margin before the run started."""
     start = dag_run_start or datetime.now(UTC)
-    return min(start, data_interval_end) - timedelta(hours=1)
+    return min(start, run_time(data_interval_end)) - timedelta(hours=1)
