@@ -327,6 +327,40 @@ def summarize_plan(plan_json: Mapping[str, Any]) -> PlanSummary:
     )
 
 
+def backend_config(project_name: str, environment: str, bucket: str, lock_table: str, region: str, *,
+                   endpoint_url: str | None = None) -> dict[str, Any]:
+    """The S3 backend settings every DAG initialises with, so rollouts and rollbacks share one state.
+
+    ``endpoint_url`` (an emulator such as moto) adds Terraform >= 1.6's ``endpoints`` and path-style
+    addressing; against AWS it stays unset.
+    """
+    config: dict[str, Any] = {
+        "bucket": bucket,
+        "key": f"{project_name}/{environment}/terraform.tfstate",
+        "region": region,
+        "dynamodb_table": lock_table,
+        "encrypt": "true",
+    }
+    if endpoint_url:
+        config["endpoints"] = f'{{s3="{endpoint_url}",dynamodb="{endpoint_url}",sts="{endpoint_url}"}}'
+        config["use_path_style"] = "true"
+        config["skip_credentials_validation"] = "true"
+    return config
+
+
+def aws_environment(access_key: str | None, secret_key: str | None, token: str | None, region: str, *,
+                    endpoint_url: str | None = None) -> dict[str, str]:
+    """Environment variables that give Terraform's AWS provider the Airflow connection's identity."""
+    env = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region}
+    if access_key and secret_key:
+        env.update({"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
+    if token:
+        env["AWS_SESSION_TOKEN"] = token
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
+    return env
+
+
 def check_outputs(outputs: Mapping[str, Any], required: Iterable[str] = REQUIRED_OUTPUTS) -> list[str]:
     """Problems with ``outputs`` against CONTRACT.md's list: missing or empty outputs. [] when fine."""
     problems = []
