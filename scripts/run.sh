@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$BISMAN_ROOT/.airflow/run}"
-export BISMAN_SANDBOX_DIR="${BISMAN_SANDBOX_DIR:-$BISMAN_ROOT/.sandbox/run}"
+export BISMAN_SANDBOX_DIR="${BISMAN_SANDBOX_DIR:-$(sandbox_dir "$BISMAN_ROOT/.sandbox/run")}"
 
 echo "==> starting the sandbox"
 python -m bisman_ops.sandbox up

@@ -4,6 +4,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$BISMAN_ROOT/.airflow/run}"
-export BISMAN_SANDBOX_DIR="${BISMAN_SANDBOX_DIR:-$BISMAN_ROOT/.sandbox/run}"
+export BISMAN_SANDBOX_DIR="${BISMAN_SANDBOX_DIR:-$(sandbox_dir "$BISMAN_ROOT/.sandbox/run")}"
 python -m bisman_ops.sandbox.airflow_local down
 python -m bisman_ops.sandbox down

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from bisman_ops.sandbox import launcher
-from bisman_ops.sandbox.context import PROJECT_ROOT, SandboxContext
+from bisman_ops.sandbox.context import SandboxContext
 from bisman_ops.sandbox.process import pid_alive, port_open, read_pid
 
 pytestmark = pytest.mark.sandbox
@@ -20,8 +20,9 @@ pytestmark = pytest.mark.sandbox
 
 @pytest.fixture(scope="module")
 def private_ctx():
-    # Under the project, not /tmp/pytest-of-root (mode 700): the postgres user must enter it.
-    state_dir = PROJECT_ROOT / ".sandbox" / "launcher-test"
+    # Inside the suite's own state folder, not /tmp/pytest-of-root (mode 700): the postgres user
+    # must be able to enter it.
+    state_dir = SandboxContext.from_env().state_dir / "launcher-test"
     shutil.rmtree(state_dir, ignore_errors=True)
     ctx = SandboxContext.from_env({"BISMAN_SANDBOX_DIR": str(state_dir),
                                    "BISMAN_SANDBOX_PORT_OFFSET": "1500"})
