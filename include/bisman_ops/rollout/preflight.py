@@ -128,7 +128,7 @@ class StateBackend:
     versioned: bool = False
     encrypted: bool = False
     table_exists: bool = False
-    table_key_ok: bool = False
+    lock_id_hash_key_ok: bool = False
 
     def problems(self) -> list[str]:
         found = []
@@ -141,7 +141,7 @@ class StateBackend:
                 found.append(f"state bucket {self.bucket} has no default encryption")
         if not self.table_exists:
             found.append(f"lock table {self.table} does not exist")
-        elif not self.table_key_ok:
+        elif not self.lock_id_hash_key_ok:
             found.append(f"lock table {self.table} is not keyed by LockID (string), as Terraform needs")
         return found
 
@@ -153,7 +153,7 @@ class StateBackend:
             "versioned": self.versioned,
             "encrypted": self.encrypted,
             "table_exists": self.table_exists,
-            "table_key_ok": self.table_key_ok,
+            "lock_id_hash_key_ok": self.lock_id_hash_key_ok,
         }
 
 
@@ -178,7 +178,7 @@ def inspect_state_backend(s3: Any, ddb: Any, bucket: str, table: str) -> StateBa
         state.table_exists = True
         keys = {k["AttributeName"]: k["KeyType"] for k in described["KeySchema"]}
         types = {a["AttributeName"]: a["AttributeType"] for a in described["AttributeDefinitions"]}
-        state.table_key_ok = keys == {"LockID": "HASH"} and types.get("LockID") == "S"
+        state.lock_id_hash_key_ok = keys == {"LockID": "HASH"} and types.get("LockID") == "S"
     except Exception as exc:
         if _error_code(exc) != "ResourceNotFoundException":
             raise

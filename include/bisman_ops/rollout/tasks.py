@@ -286,12 +286,23 @@ def aws_identity_and_permissions(context) -> dict[str, Any]:
     return {"measured": measured}
 
 
+TERRAFORM_ENV_VARIABLE = "bisman_terraform_env"
+
+
 def terraform_for(s: RolloutSettings, timeout: float | None = None):
+    """Terraform with the AWS connection's identity, plus the Airflow Variable ``bisman_terraform_env``
+    (a JSON object, e.g. ``{"TF_LOG": "DEBUG"}`` while debugging a provider; empty normally)."""
+    from airflow.sdk import Variable
+
     from bisman_ops import terraform
 
-    hook_conn = _aws_connection_env(s)
+    env = _aws_connection_env(s)
+    extra = Variable.get(TERRAFORM_ENV_VARIABLE, default=None, deserialize_json=True) or {}
+    if not isinstance(extra, dict):
+        raise GateFailed(f"Airflow Variable {TERRAFORM_ENV_VARIABLE} must be a JSON object of NAME: value")
+    env.update({str(k): str(v) for k, v in extra.items()})
     kwargs = {"timeout": timeout} if timeout else {}
-    return terraform.Terraform(None, s.terraform_dir, env=hook_conn, **kwargs)
+    return terraform.Terraform(None, s.terraform_dir, env=env, **kwargs)
 
 
 def _aws_connection_env(s: RolloutSettings) -> dict[str, str]:
