@@ -82,12 +82,7 @@ def _claim_batch(conn: psycopg.Connection, event_type: str, batch: list[Claim[T]
     outcome = ClaimOutcome()
     with conn.transaction(), conn.cursor() as cur:
         db.set_statement_timeout(cur)
-        cur.execute(db.sql("claim_events"), {
-            "type": event_type,
-            "tenant_ids": [c.tenant_id for c in batch],
-            "payloads": [Jsonb(c.payload) for c in batch],
-            "dedup_keys": [c.dedup_key for c in batch],
-        })
+        cur.execute(db.sql("claim_events"), {"type": event_type, "claims": _as_json(batch)})
         owned = {row["dedup_key"] for row in cur.fetchall()}
         outcome.already_recorded = len(batch) - len(owned)
         failed_keys = []
@@ -109,6 +104,10 @@ def _claim_batch(conn: psycopg.Connection, event_type: str, batch: list[Claim[T]
     return outcome
 
 
+def _as_json(batch: list[Claim]) -> Jsonb:
+    return Jsonb([{"tenant_id": c.tenant_id, "payload": c.payload, "dedup_key": c.dedup_key} for c in batch])
+
+
 def claim_once(conn: psycopg.Connection, event_type: str, dedup_key: str, payload: dict,
                action: Callable[[], None], *, tenant_id: int | None = None) -> bool:
     """Run ``action`` and record the event, unless it is recorded already. True if it ran now.
@@ -118,9 +117,7 @@ def claim_once(conn: psycopg.Connection, event_type: str, dedup_key: str, payloa
     with conn.transaction(), conn.cursor() as cur:
         db.set_statement_timeout(cur)
         cur.execute(db.sql("claim_events"), {
-            "type": event_type, "tenant_ids": [tenant_id], "payloads": [Jsonb(payload)],
-            "dedup_keys": [dedup_key],
-        })
+            "type": event_type, "claims": _as_json([Claim(dedup_key, tenant_id, payload, None)])})
         if cur.fetchone() is None:
             return False
         action()
