@@ -8,6 +8,7 @@ import threading
 import time
 from datetime import UTC, date, datetime
 
+import psycopg
 import pytest
 
 from bisman_ops import messaging
@@ -228,3 +229,33 @@ def test_tenant_mail_and_team_summary_by_email_and_slack_go_out_once(conn, conn2
 def test_thresholds_outside_1_to_1000_percent_are_refused(bad):
     with pytest.raises(ValueError, match="thresholds"):
         quota_alerts.validate_thresholds(bad)
+
+
+def test_connection_dropped_mid_batch_records_nothing_of_it_and_the_next_run_recovers(
+        app_uri, tenants, primary_dsn):
+    ids = [tenants.add(plan="free") for _ in range(4)]
+    for t in ids:
+        tenants.usage(t, TODAY, "api_calls", 900)
+    sent: list[int] = []
+
+    with db.connect(app_uri) as read, db.connect(app_uri) as write:
+
+        def send_then_drop(alert):
+            sent.append(alert.tenant_id)
+            if len(sent) == 2:  # mid-batch: two mails out, the claims not committed yet
+                # Asked inside the claiming transaction: behind PgBouncer, that is the server to kill.
+                backend = write.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+                rows(primary_dsn, "SELECT pg_terminate_backend(%s)", (backend,))
+
+        with pytest.raises(psycopg.Error):
+            quota_alerts.send_alerts(read, write, AS_OF, send_then_drop, run_id="drop", tenant_ids=ids)
+
+    assert recorded(primary_dsn, ids) == []  # the whole batch rolled back, nothing half-recorded
+    _, resent = run_fresh(app_uri, ids)
+    assert sorted(a.tenant_id for a in resent) == sorted(ids)  # at least once: the batch goes again
+    assert len(recorded(primary_dsn, ids)) == 4
+
+
+def run_fresh(uri, ids):
+    with db.connect(uri) as r, db.connect(uri) as w:
+        return run(r, w, ids)
