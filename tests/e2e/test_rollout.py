@@ -59,6 +59,9 @@ def finished(af, run_id: str) -> str:
 
 def approve(af, run_id: str, option: str = "Approve") -> dict:
     af.wait_for_task_state(DAG_ID, run_id, APPROVE, ("awaiting_input",), timeout=600)
+    # Airflow 3.3.2 races an answer given within ~1 s of the pause (the executor's late "success"
+    # event marks the resumed task up_for_retry, which asks again); a human is never that fast.
+    time.sleep(5)
     details = af.hitl_details(DAG_ID, run_id, APPROVE)
     af.answer_approval(DAG_ID, run_id, APPROVE, option)
     return details

@@ -61,10 +61,10 @@ def approval(task_id: str, plan_task_id: str, response_timeout: timedelta):
     Reject skips every later non-teardown task, so nothing is applied and the teardowns (lock,
     report) still run.
     """
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
+    from bisman_ops.rollout.approval import PlanApproval
 
     pulled = f"ti.xcom_pull(task_ids='{plan_task_id}')"
-    return ApprovalOperator(
+    return PlanApproval(
         task_id=task_id,
         subject="{{ " + pulled + "['approval_subject'] }}",
         body="{{ " + pulled + "['approval_body'] }}",

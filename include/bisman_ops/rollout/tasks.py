@@ -207,6 +207,8 @@ def write_run_report(context) -> dict[str, Any]:
     task_ids = [t.task_id for t in context["dag"].tasks]
     others = [task_id for task_id in task_ids if task_id != ti.task_id]
     results = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in others}
+    # The approval's answer, kept by PlanApproval also when a rejection ended the task by skipping.
+    results[GROUP["approve"]] = ti.xcom_pull(task_ids=GROUP["approve"], key="answer")
     failures = {
         task_id: ti.xcom_pull(task_ids=task_id, key="failure")
         for task_id in others
