@@ -79,6 +79,12 @@ class AirflowLocal:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            # Side ports next to the API's, on loopback, so two local Airflows (a rehearsal and a test
+            # run) never fight over Airflow's fixed defaults 8793, 8794 and 8974.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port + 1),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.port + 2),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.port + 3),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": HOST,
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             # standalone starts its components as `airflow ...` from PATH.
             "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
@@ -94,8 +100,10 @@ class AirflowLocal:
         ctx = _ctx_for(self)
         self.password()
         if not _running(ctx):
-            if port_open(self.port):
-                raise SandboxError(f"port {self.port} is taken by another process; set BISMAN_AIRFLOW_PORT")
+            taken = [p for p in range(self.port, self.port + 4) if port_open(p)]
+            if taken:
+                raise SandboxError(f"ports {taken} are taken by another process; Airflow needs "
+                                   f"{self.port}-{self.port + 3}: set BISMAN_AIRFLOW_PORT")
             airflow = str(Path(sys.executable).with_name("airflow"))
             start_process(ctx, "airflow", [airflow, "standalone"], env=self.environment(extra_env))
         wait_until(self.healthy, timeout=timeout, what=f"Airflow at {self.url}", interval=1)
