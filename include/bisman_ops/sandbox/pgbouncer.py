@@ -33,6 +33,7 @@ from bisman_ops.sandbox.context import HOST, SandboxContext
 from bisman_ops.sandbox.process import (
     SandboxError,
     pid_alive,
+    pid_from_pidfile,
     port_open,
     read_pid,
     start_process,
@@ -154,16 +155,7 @@ def _admin_connect(dsn_: str, **kwargs) -> psycopg.Connection:
 
 
 def _pgbouncer_pid(ctx: SandboxContext) -> int | None:
-    try:
-        pid = int((folder(ctx) / "pgbouncer.pid").read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            is_pgbouncer = f.read().split(b"\0", 1)[0].endswith(b"pgbouncer")
-    except FileNotFoundError:
-        return None
-    return pid if is_pgbouncer and pid_alive(pid) else None
+    return pid_from_pidfile(folder(ctx) / "pgbouncer.pid", "pgbouncer")
 
 
 def _write_files(ctx: SandboxContext) -> None:

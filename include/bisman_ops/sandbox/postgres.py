@@ -26,6 +26,7 @@ from bisman_ops.sandbox.context import HOST, SandboxContext
 from bisman_ops.sandbox.process import (
     SandboxError,
     pid_alive,
+    pid_from_pidfile,
     port_open,
     read_pid,
     start_process,
@@ -404,16 +405,7 @@ def _wrapper_alive(ctx: SandboxContext, which: str) -> bool:
 def _postmaster_pid(ctx: SandboxContext, which: str) -> int | None:
     """The running postmaster's PID from its own ``postmaster.pid`` (runuser forks, so the PID
     that start_process records is the wrapper's)."""
-    try:
-        pid = int((data_dir(ctx, which) / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            is_postgres = f.read().split(b"\0", 1)[0].endswith(b"postgres")
-    except FileNotFoundError:
-        return None
-    return pid if is_postgres and pid_alive(pid) else None
+    return pid_from_pidfile(data_dir(ctx, which) / "postmaster.pid", "postgres")
 
 
 def _stop(ctx: SandboxContext, which: str, timeout: float = 30.0) -> None:

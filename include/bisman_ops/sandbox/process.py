@@ -49,6 +49,21 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def pid_from_pidfile(path: Path, program: str) -> int | None:
+    """The PID a server wrote into its own pid file (first line), if that process is alive and runs
+    ``program``: a stale file whose PID was reused by something else does not count."""
+    try:
+        pid = int(path.read_text().split("\n", 1)[0].strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            runs_program = f.read().split(b"\0", 1)[0].endswith(program.encode())
+    except FileNotFoundError:
+        return None
+    return pid if runs_program and pid_alive(pid) else None
+
+
 def is_running(ctx: SandboxContext, name: str) -> bool:
     pid = read_pid(ctx, name)
     return pid is not None and pid_alive(pid)
