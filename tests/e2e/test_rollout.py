@@ -59,9 +59,10 @@ def finished(af, run_id: str) -> str:
 
 def approve(af, run_id: str, option: str = "Approve") -> dict:
     af.wait_for_task_state(DAG_ID, run_id, APPROVE, ("awaiting_input",), timeout=600)
-    # Airflow 3.3.2 races an answer given within ~1 s of the pause (the executor's late "success"
-    # event marks the resumed task up_for_retry, which asks again); a human is never that fast.
-    time.sleep(5)
+    # Airflow 3.3.2 races an answer given before the scheduler has seen the pausing worker exit
+    # (about 5 s after the pause here): the late executor event marks the resumed task up_for_retry
+    # and the approval is asked again. A human is never that fast.
+    time.sleep(15)
     details = af.hitl_details(DAG_ID, run_id, APPROVE)
     af.answer_approval(DAG_ID, run_id, APPROVE, option)
     return details
@@ -287,7 +288,7 @@ def test_rollout_fails_on_the_change_lock_held_by_a_rollback_without_touching_an
         assert st["preflight.acquire_change_lock"] == "failed"
         assert st["preflight.missing_secrets_generated"] == "upstream_failed"
         assert st["core_infrastructure.terraform_init"] == "upstream_failed"
-        assert st["release_change_lock"] == "skipped"  # never ours: not released
+        assert st["release_change_lock"] in ("skipped", "upstream_failed")  # never ours: not released
         assert lock_holder(sandbox).owner == holder
         assert plan_objects(sandbox, run_id) == []
         rep, _ = report(sandbox, run_id)
