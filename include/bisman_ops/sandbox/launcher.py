@@ -77,6 +77,11 @@ def airflow_connection_env(ctx: SandboxContext | None = None) -> dict[str, str]:
     """The sandbox's connections as ``AIRFLOW_CONN_*`` variables, plus the settings the DAGs read."""
     ctx = ctx or SandboxContext.from_env()
     env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in connections(ctx).items()}
+    # Tasks that drive the sandbox itself (the replica drill) find it from these, whatever the
+    # environment Airflow was started from.
+    env["BISMAN_SANDBOX_DIR"] = str(ctx.state_dir)
+    env.update({f"BISMAN_SANDBOX_PORT_{name.upper()}": str(port) for name, port in ctx.ports.items()})
+    env["BISMAN_REPLICA_CONTROL"] = "sandbox"
     for _, module in services():
         env.update(getattr(module, "settings", lambda _ctx: {})(ctx))
     return env
