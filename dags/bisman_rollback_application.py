@@ -38,8 +38,15 @@ from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 
 DAG_ID = "bisman_rollback_application"
 TITLE = "Application rollback (ECS)"
-STEP_IDS = ["acquire_change_lock", "notify_team_of_start", "validate_request", "update_service",
-            "service_stable", "verify_tasks_and_health", "release_change_lock"]
+STEP_IDS = [
+    "acquire_change_lock",
+    "notify_team_of_start",
+    "validate_request",
+    "update_service",
+    "service_stable",
+    "verify_tasks_and_health",
+    "release_change_lock",
+]
 POKE_INTERVAL_S = 15
 SENSOR_CEILING_S = 4 * 3600  # the form's wait_timeout_seconds ends it sooner
 
@@ -56,8 +63,10 @@ def notify_team_of_start() -> None:
     from bisman_ops.rollback import runtime
 
     p = runtime.context()["params"]
-    runtime.notify_start(TITLE, f"ECS service {p.get('service') or '(default)'} in {p['environment']} back to "
-                                f"{p['task_definition']}")
+    runtime.notify_start(
+        TITLE,
+        f"ECS service {p.get('service') or '(default)'} in {p['environment']} back to {p['task_definition']}",
+    )
 
 
 @task(task_id="validate_request")
@@ -67,15 +76,23 @@ def validate_request() -> dict:
     p = runtime.context()["params"]
     with runtime.step("Plan") as section:
         plan = application.plan_rollback(
-            runtime.aws_client("ecs"), environment=p["environment"], cluster=p.get("cluster"),
-            service=p.get("service"), task_definition=p["task_definition"], confirm=p.get("confirm"))
+            runtime.aws_client("ecs"),
+            environment=p["environment"],
+            cluster=p.get("cluster"),
+            service=p.get("service"),
+            task_definition=p["task_definition"],
+            confirm=p.get("confirm"),
+        )
         section.add("service", f"{plan.cluster}/{plan.service}")
         section.add("current", plan.current.ref)
         section.add("target", plan.target.ref)
         section.add("target resolved from", plan.resolved_by)
         section.table("Images", ["container", "current", "target"], plan.image_rows())
-        section.table("Environment differences (secret values hidden)",
-                      ["container", "variable", "current", "target"], plan.env_diff)
+        section.table(
+            "Environment differences (secret values hidden)",
+            ["container", "variable", "current", "target"],
+            plan.env_diff,
+        )
         if plan.no_change:
             section.add("no change", f"the service already runs {plan.target.ref}; nothing will be updated")
             runtime.hint("no_change")
@@ -100,8 +117,9 @@ def update_service(plan: dict) -> dict:
         return {"deployment_id": deployment_id, "deadline": time.time() + int(p["wait_timeout_seconds"])}
 
 
-@task.sensor(task_id="service_stable", mode="reschedule", poke_interval=POKE_INTERVAL_S,
-             timeout=SENSOR_CEILING_S)
+@task.sensor(
+    task_id="service_stable", mode="reschedule", poke_interval=POKE_INTERVAL_S, timeout=SENSOR_CEILING_S
+)
 def service_stable(plan: dict, update: dict) -> bool:
     import time
 
@@ -112,18 +130,25 @@ def service_stable(plan: dict, update: dict) -> bool:
             section.add("skipped", "nothing was updated")
             return True
         rollback = application.ApplicationRollbackPlan.from_dict(plan)
-        progress = application.deployment_progress(runtime.aws_client("ecs"), rollback.cluster, rollback.service,
-                                                   rollback.target.arn, update["deployment_id"])
+        progress = application.deployment_progress(
+            runtime.aws_client("ecs"),
+            rollback.cluster,
+            rollback.service,
+            rollback.target.arn,
+            update["deployment_id"],
+        )
         section.add("last seen", progress.detail)
         if progress.failed:
             raise RollbackFailed(f"deployment of {rollback.target.ref} failed: {progress.detail}")
         if progress.stable:
             return True
         if time.time() > update["deadline"]:
-            raise RollbackFailed(f"service {rollback.service} not stable on {rollback.target.ref} within "
-                                 f"wait_timeout_seconds; last seen: {progress.detail}. The service stays on the "
-                                 "target and ECS keeps trying: check its events, then clear this task to wait "
-                                 "again or roll back to the report's 'current' revision")
+            raise RollbackFailed(
+                f"service {rollback.service} not stable on {rollback.target.ref} within "
+                f"wait_timeout_seconds; last seen: {progress.detail}. The service stays on the "
+                "target and ECS keeps trying: check its events, then clear this task to wait "
+                "again or roll back to the report's 'current' revision"
+            )
         runtime.renew_lock()
         return False
 
@@ -138,8 +163,12 @@ def verify_tasks_and_health(plan: dict) -> None:
     with runtime.step("Verification") as section:
         rollback = application.ApplicationRollbackPlan.from_dict(plan)
         tasks = application.verify_running_tasks(
-            runtime.aws_client("ecs"), rollback.cluster, rollback.service, rollback.target.arn,
-            tasks_listed=env_flag(application.TASKS_LISTED_ENV, True))
+            runtime.aws_client("ecs"),
+            rollback.cluster,
+            rollback.service,
+            rollback.target.arn,
+            tasks_listed=env_flag(application.TASKS_LISTED_ENV, True),
+        )
         section.add("tasks", tasks["checked"])
         conn = BaseHook.get_connection(config.APP_API_CONN_ID)
         base = f"{conn.host}:{conn.port}" if conn.port else conn.host
@@ -160,13 +189,20 @@ with DAG(
         "cluster": params.identifier("ECS cluster", "Empty: the environment's cluster."),
         "service": params.identifier("ECS service", "Empty: the environment's service."),
         "task_definition": Param(
-            "previous", type="string", pattern=params.TASK_DEFINITION_PATTERN, title="Target task definition",
+            "previous",
+            type="string",
+            pattern=params.TASK_DEFINITION_PATTERN,
+            title="Target task definition",
             description="`previous` (the revision before the current one) or `family:revision`.",
         ),
-        "wait_timeout_seconds": Param(1800, type="integer", minimum=30, maximum=4 * 3600,
-                                      title="Wait for stable (seconds)",
-                                      description="How long the service may take to become stable on the "
-                                                  "target before the run fails."),
+        "wait_timeout_seconds": Param(
+            1800,
+            type="integer",
+            minimum=30,
+            maximum=4 * 3600,
+            title="Wait for stable (seconds)",
+            description="How long the service may take to become stable on the target before the run fails.",
+        ),
         "reason": params.reason(),
         "confirm": params.confirm("the service name"),
     },
@@ -178,7 +214,8 @@ with DAG(
     update = update_service(plan)
     stable = service_stable(plan, update)
     verified = verify_tasks_and_health(plan)
-    release, report = runtime_tasks.teardowns(lock, TITLE, STEP_IDS,
-                                              "The service runs the target revision and is healthy.")
+    release, report = runtime_tasks.teardowns(
+        lock, TITLE, STEP_IDS, "The service runs the target revision and is healthy."
+    )
     lock >> notify_team_of_start() >> plan
     stable >> verified >> release >> report

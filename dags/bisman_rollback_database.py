@@ -45,10 +45,21 @@ from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 
 DAG_ID = "bisman_rollback_database"
 TITLE = "Database rollback (RDS snapshot restore)"
-STEP_IDS = ["acquire_change_lock", "notify_team_of_start", "validate_request", "take_pre_rollback_snapshot",
-            "pre_rollback_snapshot_available", "restore_snapshot", "restored_instance_available",
-            "verify_restored_database", "switch_requested", "approve_traffic_switch", "switch_traffic",
-            "verify_health", "release_change_lock"]
+STEP_IDS = [
+    "acquire_change_lock",
+    "notify_team_of_start",
+    "validate_request",
+    "take_pre_rollback_snapshot",
+    "pre_rollback_snapshot_available",
+    "restore_snapshot",
+    "restored_instance_available",
+    "verify_restored_database",
+    "switch_requested",
+    "approve_traffic_switch",
+    "switch_traffic",
+    "verify_health",
+    "release_change_lock",
+]
 POKE_INTERVAL_S = 20
 SENSOR_CEILING_S = 6 * 3600
 
@@ -71,9 +82,12 @@ def notify_team_of_start() -> None:
     from bisman_ops.rollback import runtime
 
     p = runtime.context()["params"]
-    runtime.notify_start(TITLE, f"restore of {p.get('db_instance_identifier') or 'the primary'} in "
-                                f"{p['environment']} from snapshot {p['snapshot_identifier']}"
-                                f"{' with traffic switch' if p['switch_traffic'] else ''}")
+    runtime.notify_start(
+        TITLE,
+        f"restore of {p.get('db_instance_identifier') or 'the primary'} in "
+        f"{p['environment']} from snapshot {p['snapshot_identifier']}"
+        f"{' with traffic switch' if p['switch_traffic'] else ''}",
+    )
 
 
 @task(task_id="validate_request")
@@ -84,10 +98,15 @@ def validate_request() -> dict:
     p = ctx["params"]
     with runtime.step("Plan") as section:
         plan = database.plan_rollback(
-            runtime.aws_client("rds"), environment=p["environment"],
-            db_instance_identifier=p.get("db_instance_identifier"), snapshot_identifier=p["snapshot_identifier"],
+            runtime.aws_client("rds"),
+            environment=p["environment"],
+            db_instance_identifier=p.get("db_instance_identifier"),
+            snapshot_identifier=p["snapshot_identifier"],
             target_instance_identifier=p.get("target_instance_identifier"),
-            switch_traffic=bool(p["switch_traffic"]), confirm=p.get("confirm"), run_id=ctx["ti"].run_id)
+            switch_traffic=bool(p["switch_traffic"]),
+            confirm=p.get("confirm"),
+            run_id=ctx["ti"].run_id,
+        )
         section.add("instance (untouched)", plan.instance)
         section.add("snapshot", f"{plan.snapshot} taken {plan.snapshot_time}")
         section.add("data loss", plan.data_loss)
@@ -110,15 +129,23 @@ def take_pre_rollback_snapshot(plan: dict) -> float:
         return time.time() + int(runtime.context()["params"]["wait_timeout_seconds"])
 
 
-@task.sensor(task_id="pre_rollback_snapshot_available", mode="reschedule", poke_interval=POKE_INTERVAL_S,
-             timeout=SENSOR_CEILING_S)
+@task.sensor(
+    task_id="pre_rollback_snapshot_available",
+    mode="reschedule",
+    poke_interval=POKE_INTERVAL_S,
+    timeout=SENSOR_CEILING_S,
+)
 def pre_rollback_snapshot_available(plan: dict, deadline: float) -> bool:
     from bisman_ops.rollback import database, runtime
 
     rollback = _plan(plan)
     with runtime.step("Pre-rollback snapshot available") as section:
-        ok, failed, detail = database.snapshot_progress(runtime.aws_client("rds"), rollback.pre_rollback_snapshot)
-        return _judge(section, ok, failed, detail, deadline, "the pre-rollback snapshot; nothing was restored yet")
+        ok, failed, detail = database.snapshot_progress(
+            runtime.aws_client("rds"), rollback.pre_rollback_snapshot
+        )
+        return _judge(
+            section, ok, failed, detail, deadline, "the pre-rollback snapshot; nothing was restored yet"
+        )
 
 
 def _judge(section, ok: bool, failed: bool, detail: str, deadline: float, what: str) -> bool:
@@ -132,8 +159,10 @@ def _judge(section, ok: bool, failed: bool, detail: str, deadline: float, what: 
     if ok:
         return True
     if time.time() > deadline:
-        raise RollbackFailed(f"{detail} after wait_timeout_seconds, waiting for {what}; check the RDS "
-                             "console's events, then clear this task to wait again")
+        raise RollbackFailed(
+            f"{detail} after wait_timeout_seconds, waiting for {what}; check the RDS "
+            "console's events, then clear this task to wait again"
+        )
     runtime.renew_lock()
     return False
 
@@ -152,16 +181,26 @@ def restore_snapshot(plan: dict) -> float:
         return time.time() + int(ctx["params"]["wait_timeout_seconds"])
 
 
-@task.sensor(task_id="restored_instance_available", mode="reschedule", poke_interval=POKE_INTERVAL_S,
-             timeout=SENSOR_CEILING_S)
+@task.sensor(
+    task_id="restored_instance_available",
+    mode="reschedule",
+    poke_interval=POKE_INTERVAL_S,
+    timeout=SENSOR_CEILING_S,
+)
 def restored_instance_available(plan: dict, deadline: float) -> bool:
     from bisman_ops.rollback import database, runtime
 
     rollback = _plan(plan)
     with runtime.step("Restored instance available") as section:
         ok, failed, detail = database.instance_progress(runtime.aws_client("rds"), rollback.target)
-        return _judge(section, ok, failed, detail, deadline,
-                      f"{rollback.target} to become available; the original {rollback.instance} is untouched")
+        return _judge(
+            section,
+            ok,
+            failed,
+            detail,
+            deadline,
+            f"{rollback.target} to become available; the original {rollback.instance} is untouched",
+        )
 
 
 @task(task_id="verify_restored_database")
@@ -174,17 +213,25 @@ def verify_restored_database(plan: dict) -> str:
     with runtime.step("Restored database verified") as section:
         rollback = _plan(plan)
         rds = runtime.aws_client("rds")
-        section.table("Settings copied from the original", ["setting", "original", "restored"],
-                      database.restored_settings(rds, rollback))
+        section.table(
+            "Settings copied from the original",
+            ["setting", "original", "restored"],
+            database.restored_settings(rds, rollback),
+        )
         host, port, how = database.sql_endpoint(rds, rollback.target)
         creds = BaseHook.get_connection(config.APP_DB_PRIMARY_CONN_ID)
         seen = database.verify_restored(host, port, creds.schema, creds.login, creds.password)
-        section.add("SQL", f"answers at {host}:{port} ({how}); {seen['tables']} application tables, "
-                           f"{seen['tenants']} tenants")
-        return (f"Point the application at **{rollback.target}** (restored from `{rollback.snapshot}`, "
-                f"taken {rollback.snapshot_time}).\n\n**Data loss:** {rollback.data_loss}.\n\n"
-                f"The original `{rollback.instance}` stays as it is; pre-rollback snapshot "
-                f"`{rollback.pre_rollback_snapshot}`.\n\nReason given: {runtime.context()['params']['reason']}")
+        section.add(
+            "SQL",
+            f"answers at {host}:{port} ({how}); {seen['tables']} application tables, "
+            f"{seen['tenants']} tenants",
+        )
+        return (
+            f"Point the application at **{rollback.target}** (restored from `{rollback.snapshot}`, "
+            f"taken {rollback.snapshot_time}).\n\n**Data loss:** {rollback.data_loss}.\n\n"
+            f"The original `{rollback.instance}` stays as it is; pre-rollback snapshot "
+            f"`{rollback.pre_rollback_snapshot}`.\n\nReason given: {runtime.context()['params']['reason']}"
+        )
 
 
 @task.short_circuit(task_id="switch_requested", ignore_downstream_trigger_rules=False)
@@ -210,15 +257,26 @@ def switch_traffic(plan: dict) -> None:
         target = database.describe_instance(rds, rollback.target) or {}
         address = (target.get("Endpoint") or {}).get("Address") or rollback.target
         names = resource_names(rollback.environment)
-        section.values.update(database.switch_secret(runtime.aws_client("secretsmanager"),
-                                                     names.app_secret_name, rollback, address))
+        section.values.update(
+            database.switch_secret(
+                runtime.aws_client("secretsmanager"), names.app_secret_name, rollback, address
+            )
+        )
         host, port, how = database.sql_endpoint(rds, rollback.target)
         admin = BaseHook.get_connection(config.PGBOUNCER_ADMIN_CONN_ID)
         app_db = BaseHook.get_connection(config.APP_DB_CONN_ID)
-        admin_dsn = (f"host={admin.host} port={admin.port} dbname={admin.schema} user={admin.login} "
-                     f"password={admin.password}")
-        done = database.switch_pgbouncer(admin_dsn, os.environ[database.PGBOUNCER_INI_ENV], app_db.schema,
-                                         host, port, f"restored {rollback.target} by {ctx['ti'].run_id}")
+        admin_dsn = (
+            f"host={admin.host} port={admin.port} dbname={admin.schema} user={admin.login} "
+            f"password={admin.password}"
+        )
+        done = database.switch_pgbouncer(
+            admin_dsn,
+            os.environ[database.PGBOUNCER_INI_ENV],
+            app_db.schema,
+            host,
+            port,
+            f"restored {rollback.target} by {ctx['ti'].run_id}",
+        )
         section.values.update(done)
         section.add("PgBouncer target", how)
 
@@ -248,16 +306,30 @@ with DAG(
     params={
         "environment": params.environment(),
         "db_instance_identifier": params.identifier("DB instance", "Empty: the environment's primary."),
-        "snapshot_identifier": Param("latest", type="string", pattern=params.SNAPSHOT_PATTERN,
-                                     title="Snapshot", description="`latest` or a snapshot identifier."),
+        "snapshot_identifier": Param(
+            "latest",
+            type="string",
+            pattern=params.SNAPSHOT_PATTERN,
+            title="Snapshot",
+            description="`latest` or a snapshot identifier.",
+        ),
         "target_instance_identifier": params.identifier(
-            "Restore into", "Empty: derived from the instance and the run; never the live instance."),
-        "switch_traffic": Param(False, type="boolean", title="Switch traffic",
-                                description="Point the application at the restored instance (asks "
-                                            "for approval first)."),
-        "wait_timeout_seconds": Param(5400, type="integer", minimum=30, maximum=6 * 3600,
-                                      title="Wait for available (seconds)",
-                                      description="How long each snapshot and the restore may take."),
+            "Restore into", "Empty: derived from the instance and the run; never the live instance."
+        ),
+        "switch_traffic": Param(
+            False,
+            type="boolean",
+            title="Switch traffic",
+            description="Point the application at the restored instance (asks for approval first).",
+        ),
+        "wait_timeout_seconds": Param(
+            5400,
+            type="integer",
+            minimum=30,
+            maximum=6 * 3600,
+            title="Wait for available (seconds)",
+            description="How long each snapshot and the restore may take.",
+        ),
         "reason": params.reason(),
         "confirm": params.confirm("the DB instance identifier"),
     },
@@ -278,8 +350,9 @@ with DAG(
     )
     switched = switch_traffic(plan)
     healthy = verify_health()
-    release, report = runtime_tasks.teardowns(lock, TITLE, STEP_IDS,
-                                              "The snapshot was restored into a new instance and verified.")
+    release, report = runtime_tasks.teardowns(
+        lock, TITLE, STEP_IDS, "The snapshot was restored into a new instance and verified."
+    )
     lock >> notify_team_of_start() >> plan
     snapshot_ready >> restore_deadline
     restored >> approval_body >> switch_requested() >> approve >> switched >> healthy >> release >> report

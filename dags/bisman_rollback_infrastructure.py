@@ -38,9 +38,17 @@ from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 
 DAG_ID = "bisman_rollback_infrastructure"
 TITLE = "Infrastructure rollback (Terraform revert)"
-STEP_IDS = ["acquire_change_lock", "notify_team_of_start", "validate_request", "checkout_and_plan",
-            "plan_has_changes", "approve_plan", "apply_approved_plan", "verify_outputs_and_health",
-            "release_change_lock"]
+STEP_IDS = [
+    "acquire_change_lock",
+    "notify_team_of_start",
+    "validate_request",
+    "checkout_and_plan",
+    "plan_has_changes",
+    "approve_plan",
+    "apply_approved_plan",
+    "verify_outputs_and_health",
+    "release_change_lock",
+]
 
 
 @task(task_id="acquire_change_lock")
@@ -55,8 +63,11 @@ def notify_team_of_start() -> None:
     from bisman_ops.rollback import runtime
 
     p = runtime.context()["params"]
-    runtime.notify_start(TITLE, f"Terraform configuration of {p['environment']} reverted to "
-                                f"{p.get('git_ref') or 'the previous commit'}")
+    runtime.notify_start(
+        TITLE,
+        f"Terraform configuration of {p['environment']} reverted to "
+        f"{p.get('git_ref') or 'the previous commit'}",
+    )
 
 
 @task(task_id="validate_request")
@@ -65,8 +76,12 @@ def validate_request() -> dict:
 
     p = runtime.context()["params"]
     with runtime.step("Plan request") as section:
-        plan = infrastructure.plan_request(environment=p["environment"], git_ref=p.get("git_ref"),
-                                           terraform_dir=p["terraform_dir"], confirm=p.get("confirm"))
+        plan = infrastructure.plan_request(
+            environment=p["environment"],
+            git_ref=p.get("git_ref"),
+            terraform_dir=p["terraform_dir"],
+            confirm=p.get("confirm"),
+        )
         section.add("terraform dir", plan.terraform_dir)
         section.add("current commit", plan.current_commit)
         section.add("target commit", f"{plan.target_commit} ({plan.target_subject})")
@@ -90,18 +105,32 @@ def checkout_and_plan(plan: dict) -> dict:
         section.add("terraform", result["terraform_version"])
         section.add("plan", summary["headline"])
         section.add("plan sha256", result["plan_sha256"])
-        section.table("Stateful resources destroyed or replaced", ["action", "address"],
-                      [[c["action"], c["address"]] for c in summary["stateful_at_risk"]])
-        section.table("Changes", ["action", "address"],
-                      [[c["action"], c["address"]] for c in summary["resource_changes"]])
+        section.table(
+            "Stateful resources destroyed or replaced",
+            ["action", "address"],
+            [[c["action"], c["address"]] for c in summary["stateful_at_risk"]],
+        )
+        section.table(
+            "Changes",
+            ["action", "address"],
+            [[c["action"], c["address"]] for c in summary["resource_changes"]],
+        )
         if not result["has_changes"]:
-            section.add("no change", "the reverted configuration matches the infrastructure; nothing to apply")
+            section.add(
+                "no change", "the reverted configuration matches the infrastructure; nothing to apply"
+            )
             runtime.hint("no_change")
-        body = (f"Revert **{request.environment}** to `{request.target_commit[:12]}` "
-                f"({request.target_subject}).\n\n{result['markdown']}\n\nReason given: "
-                f"{runtime.context()['params']['reason']}")
-        return {"config_dir": str(config_dir), "plan_sha256": result["plan_sha256"],
-                "has_changes": result["has_changes"], "approval_body": body}
+        body = (
+            f"Revert **{request.environment}** to `{request.target_commit[:12]}` "
+            f"({request.target_subject}).\n\n{result['markdown']}\n\nReason given: "
+            f"{runtime.context()['params']['reason']}"
+        )
+        return {
+            "config_dir": str(config_dir),
+            "plan_sha256": result["plan_sha256"],
+            "has_changes": result["has_changes"],
+            "approval_body": body,
+        }
 
 
 @task.short_circuit(task_id="plan_has_changes", ignore_downstream_trigger_rules=False)
@@ -151,8 +180,13 @@ with DAG(
     doc_md=__doc__,
     params={
         "environment": params.environment(),
-        "git_ref": Param(None, type=["null", "string"], pattern=params.GIT_REF_PATTERN, title="Git ref",
-                         description="Commit, tag or branch. Empty: the commit before the current one."),
+        "git_ref": Param(
+            None,
+            type=["null", "string"],
+            pattern=params.GIT_REF_PATTERN,
+            title="Git ref",
+            description="Commit, tag or branch. Empty: the commit before the current one.",
+        ),
         "terraform_dir": params.terraform_dir(),
         "reason": params.reason(),
         "confirm": params.confirm("the environment name"),
@@ -170,8 +204,9 @@ with DAG(
     )
     outputs = apply_approved_plan(planned)
     verified = verify_outputs_and_health(outputs)
-    release, report = runtime_tasks.teardowns(lock, TITLE, STEP_IDS,
-                                              "The earlier revision was applied; outputs and health verified.")
+    release, report = runtime_tasks.teardowns(
+        lock, TITLE, STEP_IDS, "The earlier revision was applied; outputs and health verified."
+    )
     lock >> notify_team_of_start() >> request
     planned >> plan_has_changes(planned) >> approve >> outputs
     verified >> release >> report

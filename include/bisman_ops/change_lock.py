@@ -51,13 +51,21 @@ class LockHolder:
     def describe(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
         left = self.expires_at - now
-        lease = (f"its lease expires at {_iso(self.expires_at)} (in {left:.0f} s)" if left > 0
-                 else f"its lease expired at {_iso(self.expires_at)}")
+        lease = (
+            f"its lease expires at {_iso(self.expires_at)} (in {left:.0f} s)"
+            if left > 0
+            else f"its lease expired at {_iso(self.expires_at)}"
+        )
         return f"held by {self.owner} since {_iso(self.acquired_at)}; {lease}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"environment": self.environment, "owner": self.owner, "note": self.note,
-                "acquired_at": _iso(self.acquired_at), "expires_at": _iso(self.expires_at)}
+        return {
+            "environment": self.environment,
+            "owner": self.owner,
+            "note": self.note,
+            "acquired_at": _iso(self.acquired_at),
+            "expires_at": _iso(self.expires_at),
+        }
 
 
 class ChangeLockError(RuntimeError):
@@ -97,14 +105,22 @@ def _conditional_failed(exc: Exception) -> bool:
 
 def current(ddb_client: Any, table: str, environment: str) -> LockHolder | None:
     """Who holds the lock now (possibly with an expired lease: check ``holder.expired()``), or None."""
-    item = ddb_client.get_item(TableName=table, Key={"LockID": {"S": lock_id(environment)}},
-                               ConsistentRead=True).get("Item")
+    item = ddb_client.get_item(
+        TableName=table, Key={"LockID": {"S": lock_id(environment)}}, ConsistentRead=True
+    ).get("Item")
     return _holder(item) if item else None
 
 
-def acquire(ddb_client: Any, table: str, environment: str, owner: str, *,
-            lease_seconds: float = DEFAULT_LEASE_SECONDS, note: str = "",
-            clock: Clock = time.time) -> LockHolder:
+def acquire(
+    ddb_client: Any,
+    table: str,
+    environment: str,
+    owner: str,
+    *,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    note: str = "",
+    clock: Clock = time.time,
+) -> LockHolder:
     """Take the lock for ``environment``: free, already ours (lease renewed), or expired (taken over).
 
     Raises ChangeLockHeld, naming the holder and its lease's expiry, when another owner holds a
@@ -139,12 +155,21 @@ def acquire(ddb_client: Any, table: str, environment: str, owner: str, *,
         other = current(ddb_client, table, environment)
         if other is not None and other.owner != owner and not other.expired(clock()):
             raise ChangeLockHeld(other, wanted_by=owner, now=clock())
-    raise ChangeLockError(f"could not acquire the change lock for {environment} after 3 attempts "
-                          "(it changed hands each time); trigger again")
+    raise ChangeLockError(
+        f"could not acquire the change lock for {environment} after 3 attempts "
+        "(it changed hands each time); trigger again"
+    )
 
 
-def renew(ddb_client: Any, table: str, environment: str, owner: str, *,
-          lease_seconds: float = DEFAULT_LEASE_SECONDS, clock: Clock = time.time) -> LockHolder:
+def renew(
+    ddb_client: Any,
+    table: str,
+    environment: str,
+    owner: str,
+    *,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    clock: Clock = time.time,
+) -> LockHolder:
     """Extend our lease. Raises ChangeLockLost if we no longer hold the lock."""
     now = clock()
     try:
@@ -162,8 +187,10 @@ def renew(ddb_client: Any, table: str, environment: str, owner: str, *,
             raise
         other = current(ddb_client, table, environment)
         seen = other.describe(now) if other else "free"
-        raise ChangeLockLost(f"{owner} no longer holds the change lock for {environment} (now {seen}); "
-                             "stop and check what the other run changed") from None
+        raise ChangeLockLost(
+            f"{owner} no longer holds the change lock for {environment} (now {seen}); "
+            "stop and check what the other run changed"
+        ) from None
     return _holder(item)
 
 

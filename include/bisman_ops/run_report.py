@@ -21,11 +21,39 @@ REDACTED = "***"
 
 OUTCOMES = ("running", "success", "failed", "refused", "no_change", "rejected")
 
-_SENSITIVE_WORDS = {"password", "passwd", "pwd", "secret", "secrets", "token", "apikey", "credential",
-                    "credentials", "authorization", "cookie", "dsn"}
+_SENSITIVE_WORDS = {
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "secrets",
+    "token",
+    "apikey",
+    "credential",
+    "credentials",
+    "authorization",
+    "cookie",
+    "dsn",
+}
 # "key" alone is too common to redact everywhere: "s3_key", "json_key", "sort_key" are harmless.
-_HARMLESS_BEFORE_KEY = {"s3", "object", "json", "md", "markdown", "report", "sort", "hash", "partition",
-                        "lock", "cache", "idempotency", "dedup", "primary", "foreign", "state"}
+_HARMLESS_BEFORE_KEY = {
+    "s3",
+    "object",
+    "json",
+    "md",
+    "markdown",
+    "report",
+    "sort",
+    "hash",
+    "partition",
+    "lock",
+    "cache",
+    "idempotency",
+    "dedup",
+    "primary",
+    "foreign",
+    "state",
+}
 # A key naming where a secret lives, not the secret: app_secrets_arn, secret_name.
 _REFERENCE_WORDS = {"arn", "name", "id", "identifier", "count", "version", "expires", "rotated", "path"}
 
@@ -151,34 +179,62 @@ class RunReport:
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return redact({
-            "title": self.title, "dag_id": self.dag_id, "run_id": self.run_id,
-            "environment": self.environment, "reason": self.reason, "outcome": self.outcome,
-            "summary": self.summary, "error": self.error,
-            "started_at": self.started_at, "finished_at": self.finished_at,
-            "sections": [
-                {"title": s.title, "values": dict(s.values),
-                 "tables": [{"title": t.title, "columns": t.columns,
-                             "rows": [_redact_row(t.columns, r) for r in t.rows]} for t in s.tables]}
-                for s in self.sections
-            ],
-            "timings": dict(self.timings),
-        })
+        return redact(
+            {
+                "title": self.title,
+                "dag_id": self.dag_id,
+                "run_id": self.run_id,
+                "environment": self.environment,
+                "reason": self.reason,
+                "outcome": self.outcome,
+                "summary": self.summary,
+                "error": self.error,
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "sections": [
+                    {
+                        "title": s.title,
+                        "values": dict(s.values),
+                        "tables": [
+                            {
+                                "title": t.title,
+                                "columns": t.columns,
+                                "rows": [_redact_row(t.columns, r) for r in t.rows],
+                            }
+                            for t in s.tables
+                        ],
+                    }
+                    for s in self.sections
+                ],
+                "timings": dict(self.timings),
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunReport:
         sections = [
-            Section(s["title"], dict(s.get("values", {})),
-                    [Table(t["title"], list(t["columns"]), [list(r) for r in t["rows"]])
-                     for t in s.get("tables", [])])
+            Section(
+                s["title"],
+                dict(s.get("values", {})),
+                [
+                    Table(t["title"], list(t["columns"]), [list(r) for r in t["rows"]])
+                    for t in s.get("tables", [])
+                ],
+            )
             for s in data.get("sections", [])
         ]
         return cls(
-            title=data["title"], dag_id=data["dag_id"], run_id=data["run_id"],
-            environment=data.get("environment", ""), reason=data.get("reason", ""),
-            outcome=data.get("outcome", "running"), summary=data.get("summary", ""),
-            error=data.get("error"), started_at=data.get("started_at") or _now_iso(),
-            finished_at=data.get("finished_at"), sections=sections,
+            title=data["title"],
+            dag_id=data["dag_id"],
+            run_id=data["run_id"],
+            environment=data.get("environment", ""),
+            reason=data.get("reason", ""),
+            outcome=data.get("outcome", "running"),
+            summary=data.get("summary", ""),
+            error=data.get("error"),
+            started_at=data.get("started_at") or _now_iso(),
+            finished_at=data.get("finished_at"),
+            sections=sections,
             timings=dict(data.get("timings", {})),
         )
 
@@ -188,9 +244,15 @@ class RunReport:
     def to_markdown(self) -> str:
         d = self.to_dict()
         lines = [f"# {d['title']}", ""]
-        for label, key in (("Outcome", "outcome"), ("DAG", "dag_id"), ("Run", "run_id"),
-                           ("Environment", "environment"), ("Reason", "reason"),
-                           ("Started", "started_at"), ("Finished", "finished_at")):
+        for label, key in (
+            ("Outcome", "outcome"),
+            ("DAG", "dag_id"),
+            ("Run", "run_id"),
+            ("Environment", "environment"),
+            ("Reason", "reason"),
+            ("Started", "started_at"),
+            ("Finished", "finished_at"),
+        ):
             if d.get(key):
                 lines.append(f"- **{label}:** {_md(d[key])}")
         if d["summary"]:
@@ -202,9 +264,13 @@ class RunReport:
             for k, v in s["values"].items():
                 lines.append(f"- **{_md(k)}:** {_md(_scalar(v))}")
             for t in s["tables"]:
-                lines += ["", f"**{_md(t['title'])}**", "",
-                          "| " + " | ".join(_md(c) for c in t["columns"]) + " |",
-                          "|" + "---|" * len(t["columns"])]
+                lines += [
+                    "",
+                    f"**{_md(t['title'])}**",
+                    "",
+                    "| " + " | ".join(_md(c) for c in t["columns"]) + " |",
+                    "|" + "---|" * len(t["columns"]),
+                ]
                 lines += ["| " + " | ".join(_md(_scalar(c)) for c in row) + " |" for row in t["rows"]]
                 if not t["rows"]:
                     lines.append("| " + " | ".join(["(none)"] + [""] * (len(t["columns"]) - 1)) + " |")
@@ -245,8 +311,13 @@ def report_keys(prefix: str, report: RunReport) -> tuple[str, str]:
 def write_report(s3_client: Any, bucket: str, prefix: str, report: RunReport) -> tuple[str, str]:
     """Write the report as JSON and Markdown under ``prefix/dag_id/run_id``; returns both keys."""
     json_key, md_key = report_keys(prefix, report)
-    s3_client.put_object(Bucket=bucket, Key=json_key, Body=report.to_json().encode(),
-                         ContentType="application/json")
-    s3_client.put_object(Bucket=bucket, Key=md_key, Body=report.to_markdown().encode(),
-                         ContentType="text/markdown; charset=utf-8")
+    s3_client.put_object(
+        Bucket=bucket, Key=json_key, Body=report.to_json().encode(), ContentType="application/json"
+    )
+    s3_client.put_object(
+        Bucket=bucket,
+        Key=md_key,
+        Body=report.to_markdown().encode(),
+        ContentType="text/markdown; charset=utf-8",
+    )
     return json_key, md_key

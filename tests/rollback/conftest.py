@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -36,7 +37,9 @@ def clients(ctx):
 
 def primary_dsn(ctx) -> str:
     c = postgres.connections(ctx)["bisman_app_db_primary"]
-    return f"host={c['host']} port={c['port']} dbname={c['schema']} user={c['login']} password={c['password']}"
+    return (
+        f"host={c['host']} port={c['port']} dbname={c['schema']} user={c['login']} password={c['password']}"
+    )
 
 
 def _tree_hash(folder: Path) -> str:
@@ -52,27 +55,49 @@ def world(ctx, clients) -> dict:
     database, the Terraform stand-in's state and working tree."""
     ecs, rds = clients["ecs"], clients["rds"]
     names = aws.names()
-    service = ecs.describe_services(cluster=names.ecs_cluster_name, services=[names.ecs_service_name])["services"][0]
-    instances = sorted((i["DBInstanceIdentifier"], i["DBInstanceStatus"], i["DBInstanceClass"])
-                       for i in rds.describe_db_instances()["DBInstances"])
-    snapshots = sorted((s["DBSnapshotIdentifier"], s["Status"]) for s in rds.describe_db_snapshots()["DBSnapshots"])
+    service = ecs.describe_services(cluster=names.ecs_cluster_name, services=[names.ecs_service_name])[
+        "services"
+    ][0]
+    instances = sorted(
+        (i["DBInstanceIdentifier"], i["DBInstanceStatus"], i["DBInstanceClass"])
+        for i in rds.describe_db_instances()["DBInstances"]
+    )
+    snapshots = sorted(
+        (s["DBSnapshotIdentifier"], s["Status"]) for s in rds.describe_db_snapshots()["DBSnapshots"]
+    )
     secret = clients["secretsmanager"].list_secret_version_ids(SecretId=names.app_secret_name)["Versions"]
     locks = clients["dynamodb"].scan(TableName=names.lock_table)["Items"]
     with psycopg.connect(primary_dsn(ctx), connect_timeout=5) as conn:
-        db = conn.execute("SELECT (SELECT count(*) FROM pg_database), (SELECT md5(string_agg(t::text, ',' "
-                          "ORDER BY id)) FROM tenants t), (SELECT count(*) FROM events)").fetchone()
+        db = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_database), (SELECT md5(string_agg(t::text, ',' "
+            "ORDER BY id)) FROM tenants t), (SELECT count(*) FROM events)"
+        ).fetchone()
     backend = terraform_workspace.backend_dir(ctx)
     tree = terraform_workspace.workspace_dir(ctx)
-    git = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True,
-                         check=True).stdout + subprocess.run(["git", "-C", str(tree), "status", "--porcelain"],
-                                                              capture_output=True, text=True, check=True).stdout
+    git = (
+        subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout
+        + subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     return {
-        "service": (service["taskDefinition"], service["desiredCount"], [d["id"] for d in service["deployments"]]),
-        "task_definitions": ecs.list_task_definitions(familyPrefix=names.app_task_family)["taskDefinitionArns"],
-        "instances": instances, "snapshots": snapshots,
+        "service": (
+            service["taskDefinition"],
+            service["desiredCount"],
+            [d["id"] for d in service["deployments"]],
+        ),
+        "task_definitions": ecs.list_task_definitions(familyPrefix=names.app_task_family)[
+            "taskDefinitionArns"
+        ],
+        "instances": instances,
+        "snapshots": snapshots,
         "secret_versions": sorted((v["VersionId"], tuple(v.get("VersionStages", []))) for v in secret),
-        "locks": json.dumps(locks, sort_keys=True, default=str), "database": db,
-        "terraform_state": _tree_hash(backend) if backend.exists() else None, "terraform_tree": git,
+        "locks": json.dumps(locks, sort_keys=True, default=str),
+        "database": db,
+        "terraform_state": _tree_hash(backend) if backend.exists() else None,
+        "terraform_tree": git,
     }
 
 
@@ -85,7 +110,9 @@ def unchanged(ctx, clients):
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run([*GIT, "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [*GIT, "-C", str(repo), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def make_infra_repo(root: Path, ctx) -> dict:
@@ -105,7 +132,7 @@ def make_infra_repo(root: Path, ctx) -> dict:
     readme_only = git(root, "rev-parse", "HEAD")
 
     config = json.loads(SANDBOX_TF.read_text())
-    config["terraform"]["backend"]["s3"]["key"] = f"rollback-tests/{root.name}.tfstate"
+    config["terraform"]["backend"]["s3"]["key"] = f"rollback-tests/{uuid.uuid4().hex[:8]}.tfstate"
     config["resource"]["aws_ecs_service"]["app"]["desired_count"] = 2
     (infra / "main.tf.json").write_text(json.dumps(config, indent=2))
     git(root, "add", "-A")
@@ -126,12 +153,33 @@ def make_infra_repo(root: Path, ctx) -> dict:
     from bisman_ops.terraform import Terraform
 
     conf = rollout_conf(ctx)
-    tf = Terraform(binary=str(terraform_workspace.TERRAFORM_BIN), workdir=infra,
-                   env=terraform_workspace.settings(ctx))
-    tf.write_tfvars({k: conf[k] for k in ("project_name", "environment", "aws_region", "db_instance_class",
-                                           "redis_node_type", "app_image", "domain_name")})
+    tf = Terraform(
+        binary=str(terraform_workspace.TERRAFORM_BIN), workdir=infra, env=terraform_workspace.settings(ctx)
+    )
+    tf.write_tfvars(
+        {
+            k: conf[k]
+            for k in (
+                "project_name",
+                "environment",
+                "aws_region",
+                "db_instance_class",
+                "redis_node_type",
+                "app_image",
+                "domain_name",
+            )
+        }
+    )
     tf.init()
     if tf.plan("current.tfplan"):
         tf.apply("current.tfplan")
-    return {"root": root, "infra": infra, "readme_only": readme_only, "baseline": baseline, "current": current,
-            "state_key": config["terraform"]["backend"]["s3"]["key"]}
+    return {
+        "root": root,
+        "infra": infra,
+        "readme_only": readme_only,
+        "baseline": baseline,
+        "current": current,
+        "state_path": terraform_workspace.backend_dir(ctx)
+        / config["terraform"]["backend"]["s3"]["bucket"]
+        / config["terraform"]["backend"]["s3"]["key"],
+    }

@@ -13,8 +13,13 @@ SERVICE = N.ecs_service_name
 
 
 def request(ecs, **overrides):
-    args = {"environment": "staging", "cluster": None, "service": None, "task_definition": "previous",
-            "confirm": SERVICE} | overrides
+    args = {
+        "environment": "staging",
+        "cluster": None,
+        "service": None,
+        "task_definition": "previous",
+        "confirm": SERVICE,
+    } | overrides
     return app.plan_rollback(ecs, **args)
 
 
@@ -26,9 +31,15 @@ def ecs(clients):
 @pytest.fixture
 def on_revision_2(ecs):
     """The service runs revision 2 (as seeded) before and after the test."""
+
     def put_back():
-        ecs.update_service(cluster=N.ecs_cluster_name, service=SERVICE, taskDefinition=f"{N.app_task_family}:2",
-                           desiredCount=aws.APP_DESIRED_COUNT)
+        ecs.update_service(
+            cluster=N.ecs_cluster_name,
+            service=SERVICE,
+            taskDefinition=f"{N.app_task_family}:2",
+            desiredCount=aws.APP_DESIRED_COUNT,
+        )
+
     put_back()
     yield
     put_back()
@@ -46,9 +57,10 @@ def test_environment_difference_hides_secret_values():
     def view(env, secrets):
         return app.TaskDefinitionView("arn", "f", 1, "ACTIVE", {"app": "i"}, {"app": env}, {"app": secrets})
 
-    rows = app.environment_diff(view({"LOG_LEVEL": "info", "API_TOKEN": "t1", "REDIS_URL": "redis://:pw@h"},
-                                     ["JWT_SECRET"]),
-                                view({"LOG_LEVEL": "debug", "API_TOKEN": "t2"}, ["JWT_SECRET", "NEW_KEY"]))
+    rows = app.environment_diff(
+        view({"LOG_LEVEL": "info", "API_TOKEN": "t1", "REDIS_URL": "redis://:pw@h"}, ["JWT_SECRET"]),
+        view({"LOG_LEVEL": "debug", "API_TOKEN": "t2"}, ["JWT_SECRET", "NEW_KEY"]),
+    )
     assert ["app", "LOG_LEVEL", "info", "debug"] in rows
     assert ["app", "API_TOKEN", "(hidden)", "(hidden)"] in rows
     assert ["app", "REDIS_URL", "(hidden)", "(absent)"] in rows
@@ -56,11 +68,14 @@ def test_environment_difference_hides_secret_values():
     assert not any("t1" in cell or "pw" in cell for row in rows for cell in row)
 
 
-@pytest.mark.parametrize(("confirm", "message"), [
-    (None, "confirm is empty"),
-    ("", "confirm is empty"),
-    ("bisman-erp-staging-app", "does not match the service name 'bisman-erp-staging'"),
-])
+@pytest.mark.parametrize(
+    ("confirm", "message"),
+    [
+        (None, "confirm is empty"),
+        ("", "confirm is empty"),
+        ("bisman-erp-staging-app", "does not match the service name 'bisman-erp-staging'"),
+    ],
+)
 def test_missing_or_wrong_confirm_is_refused(ecs, on_revision_2, unchanged, confirm, message):
     with pytest.raises(RollbackRefused, match=message):
         request(ecs, confirm=confirm)
@@ -72,8 +87,9 @@ def test_unknown_environment_is_refused(ecs, unchanged):
 
 
 def test_task_definition_of_another_family_is_refused(ecs, on_revision_2, unchanged):
-    with pytest.raises(RollbackRefused, match="belongs to family 'bisman-erp-prod-app'.*runs family "
-                                              "'bisman-erp-staging-app'"):
+    with pytest.raises(
+        RollbackRefused, match=r"family 'bisman-erp-prod-app'.*runs family 'bisman-erp-staging-app'"
+    ):
         request(ecs, task_definition="bisman-erp-prod-app:1")
 
 
@@ -86,9 +102,19 @@ def test_nonexistent_revision_is_refused(ecs, on_revision_2, unchanged):
 def inactive_revision(ecs):
     """A registered, then deregistered (INACTIVE) revision of the app's family."""
     td = ecs.describe_task_definition(taskDefinition=f"{N.app_task_family}:1")["taskDefinition"]
-    keep = ("family", "containerDefinitions", "networkMode", "requiresCompatibilities", "cpu", "memory",
-            "executionRoleArn", "taskRoleArn")
-    arn = ecs.register_task_definition(**{k: td[k] for k in keep if k in td})["taskDefinition"]["taskDefinitionArn"]
+    keep = (
+        "family",
+        "containerDefinitions",
+        "networkMode",
+        "requiresCompatibilities",
+        "cpu",
+        "memory",
+        "executionRoleArn",
+        "taskRoleArn",
+    )
+    arn = ecs.register_task_definition(**{k: td[k] for k in keep if k in td})["taskDefinition"][
+        "taskDefinitionArn"
+    ]
     ecs.deregister_task_definition(taskDefinition=arn)
     return arn.rsplit("/", 1)[-1]
 

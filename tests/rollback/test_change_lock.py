@@ -14,9 +14,12 @@ from bisman_ops import change_lock as cl
 def table(clients):
     ddb = clients["dynamodb"]
     name = f"lock-test-{uuid.uuid4().hex[:8]}"
-    ddb.create_table(TableName=name, KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-                     BillingMode="PAY_PER_REQUEST")
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     yield ddb, name
     ddb.delete_table(TableName=name)
 

@@ -33,9 +33,16 @@ def snapshots(clients):
 
 
 def request(rds, **overrides):
-    args = {"environment": "staging", "db_instance_identifier": None, "snapshot_identifier": "latest",
-            "target_instance_identifier": None, "switch_traffic": False, "confirm": PRIMARY,
-            "run_id": RUN_ID, "environ": {}} | overrides
+    args = {
+        "environment": "staging",
+        "db_instance_identifier": None,
+        "snapshot_identifier": "latest",
+        "target_instance_identifier": None,
+        "switch_traffic": False,
+        "confirm": PRIMARY,
+        "run_id": RUN_ID,
+        "environ": {},
+    } | overrides
     return db.plan_rollback(rds, **args)
 
 
@@ -52,8 +59,10 @@ def test_latest_snapshot_is_chosen_and_the_data_loss_is_stated(clients, snapshot
     assert explicit.subnet_group and explicit.parameter_group and explicit.security_group_ids
 
 
-@pytest.mark.parametrize(("confirm", "message"), [
-    (None, "confirm is empty"), (N.db_replica_identifier, "does not match the DB instance identifier")])
+@pytest.mark.parametrize(
+    ("confirm", "message"),
+    [(None, "confirm is empty"), (N.db_replica_identifier, "does not match the DB instance identifier")],
+)
 def test_missing_or_wrong_confirm_is_refused(clients, unchanged, confirm, message):
     with pytest.raises(RollbackRefused, match=message):
         request(clients["rds"], confirm=confirm)
@@ -70,7 +79,9 @@ def test_snapshot_that_does_not_exist_is_refused(clients, unchanged):
 
 
 def test_snapshot_of_another_instance_is_refused(clients, snapshots, unchanged):
-    with pytest.raises(RollbackRefused, match=f"belongs to instance '{N.db_replica_identifier}', not '{PRIMARY}'"):
+    with pytest.raises(
+        RollbackRefused, match=f"belongs to instance '{N.db_replica_identifier}', not '{PRIMARY}'"
+    ):
         request(clients["rds"], snapshot_identifier=snapshots["other"])
 
 
@@ -78,8 +89,14 @@ def test_snapshot_still_creating_is_refused_and_nothing_is_created():
     # moto's snapshots are available at once; its in-process backend lets us hold one in "creating".
     with mock_aws():
         rds = boto3.client("rds", region_name="us-east-1")
-        rds.create_db_instance(DBInstanceIdentifier=PRIMARY, Engine="postgres", DBInstanceClass="db.t3.micro",
-                               MasterUsername="u", MasterUserPassword="password1", AllocatedStorage=20)
+        rds.create_db_instance(
+            DBInstanceIdentifier=PRIMARY,
+            Engine="postgres",
+            DBInstanceClass="db.t3.micro",
+            MasterUsername="u",
+            MasterUserPassword="password1",
+            AllocatedStorage=20,
+        )
         rds.create_db_snapshot(DBSnapshotIdentifier="snap-creating", DBInstanceIdentifier=PRIMARY)
         snapshots_before = rds.describe_db_snapshots()["DBSnapshots"]
         from moto.rds.models import rds_backends
@@ -123,8 +140,9 @@ def test_restore_creates_a_new_instance_like_the_original_and_leaves_it_untouche
         assert after[key] == before[key]
     with pytest.raises(RollbackFailed, match="was not restored by this run"):
         db.restore(rds, plan, "another-run")
-    host, port, how = db.sql_endpoint(rds, plan.target,
-                                      {db.ENDPOINT_OVERRIDE_ENV: f"127.0.0.1:{ctx.port('postgres_primary')}"})
+    host, port, how = db.sql_endpoint(
+        rds, plan.target, {db.ENDPOINT_OVERRIDE_ENV: f"127.0.0.1:{ctx.port('postgres_primary')}"}
+    )
     assert "stands in" in how
     seen = db.verify_restored(host, port, "bisman_staging", "bisman_app", aws.context.DB_PASSWORD)
     assert seen["tables"] == len(db.APPLICATION_TABLES)
@@ -132,8 +150,9 @@ def test_restore_creates_a_new_instance_like_the_original_and_leaves_it_untouche
 
 def test_restored_database_without_the_application_tables_fails_verification(ctx):
     with pytest.raises(RollbackFailed, match="lacks application tables tenants, plan_quotas"):
-        db.verify_restored("127.0.0.1", ctx.port("postgres_primary"), "postgres", "bisman_app",
-                           aws.context.DB_PASSWORD)
+        db.verify_restored(
+            "127.0.0.1", ctx.port("postgres_primary"), "postgres", "bisman_app", aws.context.DB_PASSWORD
+        )
 
 
 def test_restored_database_that_does_not_answer_fails_verification():
@@ -144,24 +163,44 @@ def test_restored_database_that_does_not_answer_fails_verification():
 def test_secret_url_naming_the_instance_is_repointed_and_a_pgbouncer_url_is_left(clients):
     sm = clients["secretsmanager"]
     plan = db.DatabaseRollbackPlan(
-        environment="staging", instance=PRIMARY, snapshot="s", snapshot_time="t", data_loss_seconds=0,
-        target="restored", pre_rollback_snapshot="p", instance_class="c", subnet_group=None,
-        security_group_ids=[], parameter_group=None, port=5432, multi_az=False, storage_type=None,
-        switch_traffic=True, live_address="live.rds.example")
+        environment="staging",
+        instance=PRIMARY,
+        snapshot="s",
+        snapshot_time="t",
+        data_loss_seconds=0,
+        target="restored",
+        pre_rollback_snapshot="p",
+        instance_class="c",
+        subnet_group=None,
+        security_group_ids=[],
+        parameter_group=None,
+        port=5432,
+        multi_az=False,
+        storage_type=None,
+        switch_traffic=True,
+        live_address="live.rds.example",
+    )
     name = f"rollback-test-{uuid.uuid4().hex[:6]}"
-    sm.create_secret(Name=name, SecretString=json.dumps({"DATABASE_URL": "postgresql://u:pw@live.rds.example:5432/b"}))
+    sm.create_secret(
+        Name=name, SecretString=json.dumps({"DATABASE_URL": "postgresql://u:pw@live.rds.example:5432/b"})
+    )
     done = db.switch_secret(sm, name, plan, "restored.rds.example")
     assert "pw" not in json.dumps(done)
     value = json.loads(sm.get_secret_value(SecretId=name)["SecretString"])
     assert value["DATABASE_URL"] == "postgresql://u:pw@restored.rds.example:5432/b"
     previous = json.loads(sm.get_secret_value(SecretId=name, VersionStage="AWSPREVIOUS")["SecretString"])
     assert previous["DATABASE_URL"].startswith("postgresql://u:pw@live.rds.example")
-    sm.put_secret_value(SecretId=name, SecretString=json.dumps({"DATABASE_URL": "postgresql://u:pw@pgb:6432/b"}))
+    sm.put_secret_value(
+        SecretId=name, SecretString=json.dumps({"DATABASE_URL": "postgresql://u:pw@pgb:6432/b"})
+    )
     assert "unchanged" in db.switch_secret(sm, name, plan, "restored.rds.example")["DATABASE_URL host"]
 
 
 def test_pgbouncer_ini_entry_is_repointed_and_others_kept():
-    text = "[databases]\napp = host=10.0.0.1 port=5432 dbname=app\napp_ro = host=10.0.0.2 port=5432\n[pgbouncer]\n"
+    text = (
+        "[databases]\napp = host=10.0.0.1 port=5432 dbname=app\n"
+        "app_ro = host=10.0.0.2 port=5432\n[pgbouncer]\n"
+    )
     new, previous = db.repoint_pgbouncer_ini(text, "app", "10.9.9.9", 6543, "restored x")
     assert previous == "host=10.0.0.1 port=5432 dbname=app"
     assert "app = host=10.9.9.9 port=6543 dbname=app ; restored x" in new
@@ -175,8 +214,9 @@ def test_pgbouncer_switch_keeps_serving_queries(ctx):
     original = ini.read_text()
     admin = pgbouncer.dsn(ctx, "admin")
     try:
-        done = db.switch_pgbouncer(admin, str(ini), pgbouncer.RW_DB, "127.0.0.1", ctx.port("postgres_primary"),
-                                   "test switch")
+        done = db.switch_pgbouncer(
+            admin, str(ini), pgbouncer.RW_DB, "127.0.0.1", ctx.port("postgres_primary"), "test switch"
+        )
         assert done["pgbouncer now"] == f"127.0.0.1:{ctx.port('postgres_primary')}"
         assert "; test switch" in ini.read_text()
         with psycopg.connect(pgbouncer.dsn(ctx, "rw"), prepare_threshold=None, connect_timeout=5) as conn:

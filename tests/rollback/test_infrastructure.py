@@ -33,8 +33,12 @@ def state_fingerprint(ctx) -> str:
 
 
 def request(repo, **overrides):
-    args = {"environment": "staging", "git_ref": None, "terraform_dir": str(repo["infra"]),
-            "confirm": "staging"} | overrides
+    args = {
+        "environment": "staging",
+        "git_ref": None,
+        "terraform_dir": str(repo["infra"]),
+        "confirm": "staging",
+    } | overrides
     return infra.plan_request(**args)
 
 
@@ -46,13 +50,16 @@ def test_default_ref_is_the_commit_before_the_current_one_touching_the_directory
     assert infra.changed_files(plan) == [["M", "infra/main.tf.json"]]
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"confirm": None}, "confirm is empty"),
-    ({"confirm": "prod"}, "does not match the environment name 'staging'"),
-    ({"environment": "dev", "confirm": "dev"}, "unknown environment 'dev'"),
-    ({"git_ref": "no-such-branch"}, "git ref 'no-such-branch' does not exist"),
-    ({"git_ref": "0123456789abcdef0123456789abcdef01234567"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"confirm": None}, "confirm is empty"),
+        ({"confirm": "prod"}, "does not match the environment name 'staging'"),
+        ({"environment": "dev", "confirm": "dev"}, "unknown environment 'dev'"),
+        ({"git_ref": "no-such-branch"}, "git ref 'no-such-branch' does not exist"),
+        ({"git_ref": "0123456789abcdef0123456789abcdef01234567"}, "does not exist"),
+    ],
+)
 def test_bad_requests_are_refused_and_nothing_changes(ctx, repo, unchanged, overrides, message):
     state = state_fingerprint(ctx)
     head = git(repo["root"], "rev-parse", "HEAD")
@@ -83,14 +90,17 @@ def test_checkout_exports_the_revision_elsewhere_and_leaves_the_working_tree(rep
     assert git(repo["root"], "status", "--porcelain", "--ignored") == status
 
 
-def test_plan_lists_the_stateful_destroy_first_and_a_tampered_plan_is_not_applied(ctx, repo, tf_env, tmp_path):
+def test_plan_lists_the_stateful_destroy_first_and_a_tampered_plan_is_not_applied(
+    ctx, repo, tf_env, tmp_path
+):
     plan = request(repo)
     config_dir = infra.checkout(plan, tmp_path / "work")
     result = infra.run_plan(config_dir)
     summary = result["summary"]
     assert result["has_changes"]
-    assert summary["stateful_at_risk"] == [{"address": "aws_db_instance.reporting", "type": "aws_db_instance",
-                                            "action": "delete"}]
+    assert summary["stateful_at_risk"] == [
+        {"address": "aws_db_instance.reporting", "type": "aws_db_instance", "action": "delete"}
+    ]
     assert summary["resource_changes"][0]["address"] == "aws_db_instance.reporting"
     assert "DATA AT RISK" in summary["headline"]
     state = state_fingerprint(ctx)

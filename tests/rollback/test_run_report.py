@@ -8,12 +8,19 @@ from bisman_ops.run_report import RunReport, redact, write_report
 
 
 def test_values_under_secret_keys_and_secret_looking_values_are_redacted():
-    data = redact({
-        "DB_PASSWORD": "hunter2", "STRIPE_SECRET_KEY": "x", "api_token": "abc", "app_secrets_arn": "arn:x",
-        "json_key": "reports/a.json", "note": "used sk_live_abcdef123456 and whsec_abcdefgh1",
-        "url": "postgresql://bisman_app:pw-123@db:5432/bisman", "auth": "Bearer abcdefghijklmnop",
-        "nested": [{"password": "p"}, "redis://:secretpw@cache:6379"],
-    })
+    data = redact(
+        {
+            "DB_PASSWORD": "hunter2",
+            "STRIPE_SECRET_KEY": "x",
+            "api_token": "abc",
+            "app_secrets_arn": "arn:x",
+            "json_key": "reports/a.json",
+            "note": "used sk_live_abcdef123456 and whsec_abcdefgh1",
+            "url": "postgresql://bisman_app:pw-123@db:5432/bisman",
+            "auth": "Bearer abcdefghijklmnop",
+            "nested": [{"password": "p"}, "redis://:secretpw@cache:6379"],
+        }
+    )
     assert data["DB_PASSWORD"] == data["STRIPE_SECRET_KEY"] == data["api_token"] == "***"
     assert data["app_secrets_arn"] == "arn:x"
     assert data["json_key"] == "reports/a.json"
@@ -25,8 +32,11 @@ def test_values_under_secret_keys_and_secret_looking_values_are_redacted():
 
 def test_name_value_tables_hide_the_values_of_secret_names():
     report = RunReport("t", "d", "r")
-    report.section("Env").table("env", ["container", "variable", "current", "target"],
-                                [["app", "JWT_SECRET", "a", "b"], ["app", "LOG_LEVEL", "info", "debug"]])
+    report.section("Env").table(
+        "env",
+        ["container", "variable", "current", "target"],
+        [["app", "JWT_SECRET", "a", "b"], ["app", "LOG_LEVEL", "info", "debug"]],
+    )
     md = report.to_markdown()
     assert "| app | JWT_SECRET | *** | *** |" in md
     assert "| app | LOG_LEVEL | info | debug |" in md
@@ -35,8 +45,13 @@ def test_name_value_tables_hide_the_values_of_secret_names():
 def test_report_round_trips_and_is_written_as_json_and_markdown(clients):
     s3 = clients["s3"]
     bucket = "bisman-erp-staging-terraform-state"
-    report = RunReport("Rollback", "bisman_rollback_database", "manual__2026-01-01T00:00:00+00:00",
-                       environment="staging", reason="INC-7 bad migration")
+    report = RunReport(
+        "Rollback",
+        "bisman_rollback_database",
+        "manual__2026-01-01T00:00:00+00:00",
+        environment="staging",
+        reason="INC-7 bad migration",
+    )
     report.section("Plan").add("snapshot", "snap-1").add("DATABASE_URL", "postgresql://u:pw@h/db")
     report.timing("validate_request", 1.25)
     report.finish("success", summary="done")

@@ -34,11 +34,13 @@ def resource_names(environment: str, environ: dict | None = None) -> ResourceNam
 def check_confirm(given: str | None, expected: str, what: str) -> None:
     """The operator typed ``expected`` (exactly) in the form's confirm field."""
     if not given:
-        raise RollbackRefused(f"confirm is empty; type {what} {expected!r} in confirm to go ahead. "
-                              "Nothing was changed.")
+        raise RollbackRefused(
+            f"confirm is empty; type {what} {expected!r} in confirm to go ahead. Nothing was changed."
+        )
     if given != expected:
-        raise RollbackRefused(f"confirm {given!r} does not match {what} {expected!r}; type it exactly. "
-                              "Nothing was changed.")
+        raise RollbackRefused(
+            f"confirm {given!r} does not match {what} {expected!r}; type it exactly. Nothing was changed."
+        )
 
 
 def env_flag(name: str, default: bool, environ: dict | None = None) -> bool:

@@ -53,8 +53,10 @@ class TaskDefinitionView:
             revision=int(td["revision"]),
             status=td.get("status", "ACTIVE"),
             images={c["name"]: c.get("image", "") for c in containers},
-            environment={c["name"]: {e["name"]: e.get("value", "") for e in c.get("environment", [])}
-                         for c in containers},
+            environment={
+                c["name"]: {e["name"]: e.get("value", "") for e in c.get("environment", [])}
+                for c in containers
+            },
             secrets={c["name"]: sorted(s["name"] for s in c.get("secrets", [])) for c in containers},
         )
 
@@ -101,14 +103,25 @@ def environment_diff(current: TaskDefinitionView, target: TaskDefinitionView) ->
         tgt = target.environment.get(container, {})
         for name in sorted(set(cur) | set(tgt)):
             if cur.get(name) != tgt.get(name):
-                rows.append([container, name,
-                             _hide(name, cur[name]) if name in cur else "(absent)",
-                             _hide(name, tgt[name]) if name in tgt else "(absent)"])
+                rows.append(
+                    [
+                        container,
+                        name,
+                        _hide(name, cur[name]) if name in cur else "(absent)",
+                        _hide(name, tgt[name]) if name in tgt else "(absent)",
+                    ]
+                )
         cur_s = set(current.secrets.get(container, []))
         tgt_s = set(target.secrets.get(container, []))
         for name in sorted(cur_s ^ tgt_s):
-            rows.append([container, f"{name} (secret)", "(set)" if name in cur_s else "(absent)",
-                         "(set)" if name in tgt_s else "(absent)"])
+            rows.append(
+                [
+                    container,
+                    f"{name} (secret)",
+                    "(set)" if name in cur_s else "(absent)",
+                    "(set)" if name in tgt_s else "(absent)",
+                ]
+            )
     return rows
 
 
@@ -129,16 +142,23 @@ class ApplicationRollbackPlan:
 
     def image_rows(self) -> list[list[str]]:
         containers = sorted(set(self.current.images) | set(self.target.images))
-        return [[c, self.current.images.get(c, "(absent)"), self.target.images.get(c, "(absent)")]
-                for c in containers]
+        return [
+            [c, self.current.images.get(c, "(absent)"), self.target.images.get(c, "(absent)")]
+            for c in containers
+        ]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ApplicationRollbackPlan:
-        return cls(**{**d, "current": TaskDefinitionView(**d["current"]),
-                      "target": TaskDefinitionView(**d["target"])})
+        return cls(
+            **{
+                **d,
+                "current": TaskDefinitionView(**d["current"]),
+                "target": TaskDefinitionView(**d["target"]),
+            }
+        )
 
 
 def previous_from_deployments(ecs: Any, cluster: str, service: str, current_arn: str) -> str | None:
@@ -151,9 +171,11 @@ def previous_from_deployments(ecs: Any, cluster: str, service: str, current_arn:
         if not arns:
             return None
         deployments = ecs.describe_service_deployments(serviceDeploymentArns=arns[:20])["serviceDeployments"]
-        revision_arns = [d["targetServiceRevision"]["arn"] for d in
-                         sorted(deployments, key=lambda d: d.get("createdAt") or 0, reverse=True)
-                         if d.get("targetServiceRevision")]
+        revision_arns = [
+            d["targetServiceRevision"]["arn"]
+            for d in sorted(deployments, key=lambda d: d.get("createdAt") or 0, reverse=True)
+            if d.get("targetServiceRevision")
+        ]
         if not revision_arns:
             return None
         revisions = ecs.describe_service_revisions(serviceRevisionArns=revision_arns)["serviceRevisions"]
@@ -181,8 +203,15 @@ def previous_revision(ecs: Any, current: TaskDefinitionView) -> TaskDefinitionVi
     return describe_task_definition(ecs, f"{current.family}:{max(candidates)}")
 
 
-def plan_rollback(ecs: Any, *, environment: str, cluster: str | None, service: str | None,
-                  task_definition: str, confirm: str | None) -> ApplicationRollbackPlan:
+def plan_rollback(
+    ecs: Any,
+    *,
+    environment: str,
+    cluster: str | None,
+    service: str | None,
+    task_definition: str,
+    confirm: str | None,
+) -> ApplicationRollbackPlan:
     """Check the request and resolve the target. Raises RollbackRefused; changes nothing."""
     names = resource_names(environment)
     cluster = cluster or names.ecs_cluster_name
@@ -190,12 +219,16 @@ def plan_rollback(ecs: Any, *, environment: str, cluster: str | None, service: s
     check_confirm(confirm, service, "the service name")
     svc = describe_service(ecs, cluster, service)
     if svc is None:
-        raise RollbackRefused(f"ECS service {service!r} not found (or not ACTIVE) in cluster {cluster!r}; "
-                              "check the environment, cluster and service. Nothing was changed.")
+        raise RollbackRefused(
+            f"ECS service {service!r} not found (or not ACTIVE) in cluster {cluster!r}; "
+            "check the environment, cluster and service. Nothing was changed."
+        )
     current = describe_task_definition(ecs, svc["taskDefinition"])
     if current is None:
-        raise RollbackRefused(f"the service's current task definition {svc['taskDefinition']} cannot be "
-                              "described; nothing was changed.")
+        raise RollbackRefused(
+            f"the service's current task definition {svc['taskDefinition']} cannot be "
+            "described; nothing was changed."
+        )
 
     if task_definition == "previous":
         target = None
@@ -207,33 +240,49 @@ def plan_rollback(ecs: Any, *, environment: str, cluster: str | None, service: s
             target = previous_revision(ecs, current)
             resolved_by = f"the highest ACTIVE revision of {current.family} below {current.revision}"
         if target is None:
-            raise RollbackRefused(f"no ACTIVE revision of {current.family} before {current.ref} to roll back "
-                                  "to; name one as family:revision. Nothing was changed.")
+            raise RollbackRefused(
+                f"no ACTIVE revision of {current.family} before {current.ref} to roll back "
+                "to; name one as family:revision. Nothing was changed."
+            )
     else:
         match = TASK_DEFINITION_REF.match(task_definition or "")
         if not match:
-            raise RollbackRefused(f"task_definition {task_definition!r} is neither 'previous' nor "
-                                  "family:revision. Nothing was changed.")
+            raise RollbackRefused(
+                f"task_definition {task_definition!r} is neither 'previous' nor "
+                "family:revision. Nothing was changed."
+            )
         if match["family"] != current.family:
-            raise RollbackRefused(f"task definition {task_definition} belongs to family {match['family']!r}, "
-                                  f"but service {service} runs family {current.family!r}; a rollback stays "
-                                  "in the service's family. Nothing was changed.")
+            raise RollbackRefused(
+                f"task definition {task_definition} belongs to family {match['family']!r}, "
+                f"but service {service} runs family {current.family!r}; a rollback stays "
+                "in the service's family. Nothing was changed."
+            )
         target = describe_task_definition(ecs, task_definition)
         if target is None:
-            raise RollbackRefused(f"task definition {task_definition} does not exist; see the family's "
-                                  f"revisions with `aws ecs list-task-definitions --family-prefix "
-                                  f"{current.family}`. Nothing was changed.")
+            raise RollbackRefused(
+                f"task definition {task_definition} does not exist; see the family's "
+                f"revisions with `aws ecs list-task-definitions --family-prefix "
+                f"{current.family}`. Nothing was changed."
+            )
         resolved_by = "named in the request"
     if target.family != current.family:  # an ARN from history could name another family
-        raise RollbackRefused(f"task definition {target.ref} is not of family {current.family!r}. "
-                              "Nothing was changed.")
+        raise RollbackRefused(
+            f"task definition {target.ref} is not of family {current.family!r}. Nothing was changed."
+        )
     if target.status != "ACTIVE":
-        raise RollbackRefused(f"task definition {target.ref} is {target.status}, not ACTIVE (deregistered "
-                              "revisions cannot start new tasks); pick an ACTIVE revision. Nothing was changed.")
+        raise RollbackRefused(
+            f"task definition {target.ref} is {target.status}, not ACTIVE (deregistered "
+            "revisions cannot start new tasks); pick an ACTIVE revision. Nothing was changed."
+        )
     return ApplicationRollbackPlan(
-        environment=environment, cluster=cluster, service=service,
-        desired_count=int(svc.get("desiredCount", 0)), current=current, target=target,
-        resolved_by=resolved_by, env_diff=environment_diff(current, target),
+        environment=environment,
+        cluster=cluster,
+        service=service,
+        desired_count=int(svc.get("desiredCount", 0)),
+        current=current,
+        target=target,
+        resolved_by=resolved_by,
+        env_diff=environment_diff(current, target),
     )
 
 
@@ -242,14 +291,19 @@ def start_rollback(ecs: Any, plan: ApplicationRollbackPlan) -> str:
     svc = describe_service(ecs, plan.cluster, plan.service)
     if svc is None or service_task_definition_arn(ecs, svc) not in (plan.current.arn, plan.target.arn):
         seen = svc["taskDefinition"] if svc else "no service"
-        raise RollbackFailed(f"service {plan.service} changed since the plan (now {seen}, planned from "
-                             f"{plan.current.ref}); nothing was updated. Trigger the rollback again.")
-    updated = ecs.update_service(cluster=plan.cluster, service=plan.service,
-                                 taskDefinition=plan.target.arn, forceNewDeployment=True)["service"]
+        raise RollbackFailed(
+            f"service {plan.service} changed since the plan (now {seen}, planned from "
+            f"{plan.current.ref}); nothing was updated. Trigger the rollback again."
+        )
+    updated = ecs.update_service(
+        cluster=plan.cluster, service=plan.service, taskDefinition=plan.target.arn, forceNewDeployment=True
+    )["service"]
     primary = next((d for d in updated.get("deployments", []) if d.get("status") == "PRIMARY"), None)
     if primary is None:
-        raise RollbackFailed(f"update_service on {plan.service} answered without a PRIMARY deployment; "
-                             "check the service's events in the ECS console")
+        raise RollbackFailed(
+            f"update_service on {plan.service} answered without a PRIMARY deployment; "
+            "check the service's events in the ECS console"
+        )
     return primary["id"]
 
 
@@ -260,8 +314,9 @@ class DeploymentProgress:
     detail: str
 
 
-def deployment_progress(ecs: Any, cluster: str, service: str, target_arn: str,
-                        deployment_id: str) -> DeploymentProgress:
+def deployment_progress(
+    ecs: Any, cluster: str, service: str, target_arn: str, deployment_id: str
+) -> DeploymentProgress:
     """One look at the rollout of ``deployment_id`` (see the module docstring for the rule)."""
     svc = describe_service(ecs, cluster, service)
     if svc is None:
@@ -269,26 +324,48 @@ def deployment_progress(ecs: Any, cluster: str, service: str, target_arn: str,
     deployments = svc.get("deployments", [])
     ours = next((d for d in deployments if d.get("id") == deployment_id), None)
     desired = int(svc.get("desiredCount", 0))
-    summary = ", ".join(f"{d.get('status')} {d.get('taskDefinition', '').rsplit('/', 1)[-1]} "
-                        f"running {d.get('runningCount')}/{d.get('desiredCount')} "
-                        f"{d.get('rolloutState', '')}".strip() for d in deployments) or "no deployments"
+    summary = (
+        ", ".join(
+            f"{d.get('status')} {d.get('taskDefinition', '').rsplit('/', 1)[-1]} "
+            f"running {d.get('runningCount')}/{d.get('desiredCount')} "
+            f"{d.get('rolloutState', '')}".strip()
+            for d in deployments
+        )
+        or "no deployments"
+    )
     if ours is None:
-        return DeploymentProgress(False, True, f"deployment {deployment_id} is gone (the circuit breaker "
-                                               f"rolled it back?); service now: {summary}")
+        return DeploymentProgress(
+            False,
+            True,
+            f"deployment {deployment_id} is gone (the circuit breaker "
+            f"rolled it back?); service now: {summary}",
+        )
     if ours.get("rolloutState") == "FAILED":
-        return DeploymentProgress(False, True, f"deployment {deployment_id} FAILED: "
-                                               f"{ours.get('rolloutStateReason', '')}; service now: {summary}")
+        return DeploymentProgress(
+            False,
+            True,
+            f"deployment {deployment_id} FAILED: "
+            f"{ours.get('rolloutStateReason', '')}; service now: {summary}",
+        )
     if service_task_definition_arn(ecs, svc) != target_arn:
-        return DeploymentProgress(False, True, f"service now runs {svc.get('taskDefinition')}, not the target "
-                                               f"{target_arn}: someone else changed it")
-    stable = (len(deployments) == 1 and ours.get("status") == "PRIMARY"
-              and ours.get("rolloutState", "COMPLETED") == "COMPLETED"
-              and int(ours.get("runningCount", 0)) >= desired)
+        return DeploymentProgress(
+            False,
+            True,
+            f"service now runs {svc.get('taskDefinition')}, not the target "
+            f"{target_arn}: someone else changed it",
+        )
+    stable = (
+        len(deployments) == 1
+        and ours.get("status") == "PRIMARY"
+        and ours.get("rolloutState", "COMPLETED") == "COMPLETED"
+        and int(ours.get("runningCount", 0)) >= desired
+    )
     return DeploymentProgress(stable, False, f"desired {desired}; {summary}")
 
 
-def verify_running_tasks(ecs: Any, cluster: str, service: str, target_arn: str, *,
-                         tasks_listed: bool = True) -> dict:
+def verify_running_tasks(
+    ecs: Any, cluster: str, service: str, target_arn: str, *, tasks_listed: bool = True
+) -> dict:
     """Every RUNNING task of the service runs the target, and as many run as desired.
 
     ``tasks_listed=False`` is for an ECS that never lists a service's tasks (moto): then only the
@@ -299,28 +376,37 @@ def verify_running_tasks(ecs: Any, cluster: str, service: str, target_arn: str, 
         raise RollbackFailed(f"service {service} not found in {cluster} after the update")
     desired = int(svc.get("desiredCount", 0))
     task_arns = []
-    for page in ecs.get_paginator("list_tasks").paginate(cluster=cluster, serviceName=service,
-                                                         desiredStatus="RUNNING"):
+    for page in ecs.get_paginator("list_tasks").paginate(
+        cluster=cluster, serviceName=service, desiredStatus="RUNNING"
+    ):
         task_arns.extend(page["taskArns"])
     tasks = []
     for i in range(0, len(task_arns), 100):
-        tasks.extend(ecs.describe_tasks(cluster=cluster, tasks=task_arns[i:i + 100])["tasks"])
+        tasks.extend(ecs.describe_tasks(cluster=cluster, tasks=task_arns[i : i + 100])["tasks"])
     running = [t for t in tasks if t.get("lastStatus") == "RUNNING"]
     wrong = [t["taskArn"].rsplit("/", 1)[-1] for t in running if t.get("taskDefinitionArn") != target_arn]
     if wrong:
-        raise RollbackFailed(f"{len(wrong)} running task(s) of {service} are not on the target "
-                             f"{target_arn.rsplit('/', 1)[-1]}: {', '.join(wrong[:10])}; the deployment "
-                             "has not replaced them — check the service's events")
+        raise RollbackFailed(
+            f"{len(wrong)} running task(s) of {service} are not on the target "
+            f"{target_arn.rsplit('/', 1)[-1]}: {', '.join(wrong[:10])}; the deployment "
+            "has not replaced them — check the service's events"
+        )
     on_target = len(running)
     if tasks_listed:
         if on_target < desired:
-            raise RollbackFailed(f"{on_target} task(s) of {service} run the target, {desired} desired; "
-                                 "check the service's events and stopped tasks' reasons")
+            raise RollbackFailed(
+                f"{on_target} task(s) of {service} run the target, {desired} desired; "
+                "check the service's events and stopped tasks' reasons"
+            )
         how = f"{on_target} RUNNING task(s) listed, all on the target"
     else:
         if service_task_definition_arn(ecs, svc) != target_arn or int(svc.get("runningCount", 0)) < desired:
-            raise RollbackFailed(f"service {service} reports {svc.get('runningCount')}/{desired} running on "
-                                 f"{svc.get('taskDefinition')}, expected the target {target_arn}")
-        how = (f"ECS lists no tasks here (emulator); the service reports {svc.get('runningCount')}/{desired} "
-               "running on the target")
+            raise RollbackFailed(
+                f"service {service} reports {svc.get('runningCount')}/{desired} running on "
+                f"{svc.get('taskDefinition')}, expected the target {target_arn}"
+            )
+        how = (
+            f"ECS lists no tasks here (emulator); the service reports {svc.get('runningCount')}/{desired} "
+            "running on the target"
+        )
     return {"desired": desired, "running_on_target": on_target, "checked": how}

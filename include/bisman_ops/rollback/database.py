@@ -29,10 +29,25 @@ from bisman_ops.rollback import RollbackFailed, RollbackRefused, check_confirm, 
 ENDPOINT_OVERRIDE_ENV = "BISMAN_ROLLBACK_DB_ENDPOINT_OVERRIDE"
 PGBOUNCER_INI_ENV = "BISMAN_PGBOUNCER_INI"
 SQL_DIR = Path(__file__).with_name("sql")
-APPLICATION_TABLES = ("tenants", "plan_quotas", "tenant_quotas", "client_daily_usage", "tenant_usage", "events")
+APPLICATION_TABLES = (
+    "tenants",
+    "plan_quotas",
+    "tenant_quotas",
+    "client_daily_usage",
+    "tenant_usage",
+    "events",
+)
 # Statuses from which an instance does not become available without someone acting.
-TERMINAL_STATUSES = ("failed", "incompatible-restore", "incompatible-parameters", "incompatible-network",
-                     "inaccessible-encryption-credentials", "storage-full", "deleting", "restore-error")
+TERMINAL_STATUSES = (
+    "failed",
+    "incompatible-restore",
+    "incompatible-parameters",
+    "incompatible-network",
+    "inaccessible-encryption-credentials",
+    "storage-full",
+    "deleting",
+    "restore-error",
+)
 CONNECT_TIMEOUT_S = 5
 MAX_ID = 63
 
@@ -108,8 +123,10 @@ class DatabaseRollbackPlan:
 
     @property
     def data_loss(self) -> str:
-        return (f"everything written after {self.snapshot_time} ({human_duration(self.data_loss_seconds)} "
-                "before this check) is not in the restored instance")
+        return (
+            f"everything written after {self.snapshot_time} ({human_duration(self.data_loss_seconds)} "
+            "before this check) is not in the restored instance"
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,9 +136,19 @@ class DatabaseRollbackPlan:
         return cls(**d)
 
 
-def plan_rollback(rds: Any, *, environment: str, db_instance_identifier: str | None, snapshot_identifier: str,
-                  target_instance_identifier: str | None, switch_traffic: bool, confirm: str | None,
-                  run_id: str, now: datetime | None = None, environ: dict | None = None) -> DatabaseRollbackPlan:
+def plan_rollback(
+    rds: Any,
+    *,
+    environment: str,
+    db_instance_identifier: str | None,
+    snapshot_identifier: str,
+    target_instance_identifier: str | None,
+    switch_traffic: bool,
+    confirm: str | None,
+    run_id: str,
+    now: datetime | None = None,
+    environ: dict | None = None,
+) -> DatabaseRollbackPlan:
     """Check the request; raises RollbackRefused and changes nothing."""
     env = os.environ if environ is None else environ
     names = resource_names(environment, env)
@@ -129,59 +156,85 @@ def plan_rollback(rds: Any, *, environment: str, db_instance_identifier: str | N
     check_confirm(confirm, instance_id, "the DB instance identifier")
     instance = describe_instance(rds, instance_id)
     if instance is None:
-        raise RollbackRefused(f"DB instance {instance_id!r} not found; check the environment and identifier. "
-                              "Nothing was changed.")
+        raise RollbackRefused(
+            f"DB instance {instance_id!r} not found; check the environment and identifier. "
+            "Nothing was changed."
+        )
     if instance.get("ReadReplicaSourceDBInstanceIdentifier"):
-        raise RollbackRefused(f"{instance_id} is a read replica; roll back its primary "
-                              f"{instance['ReadReplicaSourceDBInstanceIdentifier']}. Nothing was changed.")
+        raise RollbackRefused(
+            f"{instance_id} is a read replica; roll back its primary "
+            f"{instance['ReadReplicaSourceDBInstanceIdentifier']}. Nothing was changed."
+        )
 
     if snapshot_identifier == "latest":
         snapshot = latest_snapshot(rds, instance_id)
         if snapshot is None:
-            raise RollbackRefused(f"no available snapshot of {instance_id}; name one explicitly. "
-                                  "Nothing was changed.")
+            raise RollbackRefused(
+                f"no available snapshot of {instance_id}; name one explicitly. Nothing was changed."
+            )
     else:
         snapshot = describe_snapshot(rds, snapshot_identifier)
         if snapshot is None:
-            raise RollbackRefused(f"snapshot {snapshot_identifier!r} does not exist; list them with `aws rds "
-                                  f"describe-db-snapshots --db-instance-identifier {instance_id}`. "
-                                  "Nothing was changed.")
+            raise RollbackRefused(
+                f"snapshot {snapshot_identifier!r} does not exist; list them with `aws rds "
+                f"describe-db-snapshots --db-instance-identifier {instance_id}`. "
+                "Nothing was changed."
+            )
         if snapshot.get("DBInstanceIdentifier") != instance_id:
-            raise RollbackRefused(f"snapshot {snapshot_identifier} belongs to instance "
-                                  f"{snapshot.get('DBInstanceIdentifier')!r}, not {instance_id!r}. "
-                                  "Nothing was changed.")
+            raise RollbackRefused(
+                f"snapshot {snapshot_identifier} belongs to instance "
+                f"{snapshot.get('DBInstanceIdentifier')!r}, not {instance_id!r}. "
+                "Nothing was changed."
+            )
         if snapshot.get("Status") != "available":
-            raise RollbackRefused(f"snapshot {snapshot_identifier} is {snapshot.get('Status')!r}, not "
-                                  "'available'; wait until it is, then trigger again. Nothing was changed.")
+            raise RollbackRefused(
+                f"snapshot {snapshot_identifier} is {snapshot.get('Status')!r}, not "
+                "'available'; wait until it is, then trigger again. Nothing was changed."
+            )
     taken = snapshot["SnapshotCreateTime"]
     now = now or datetime.now(UTC)
 
     stamp = run_stamp(run_id)
-    target = target_instance_identifier or f"{instance_id[:MAX_ID - 12]}-rb-{stamp}"
+    target = target_instance_identifier or f"{instance_id[: MAX_ID - 12]}-rb-{stamp}"
     if target.lower() == instance_id.lower():
-        raise RollbackRefused(f"target_instance_identifier {target!r} is the live instance's name; a restore "
-                              "goes into a NEW instance (leave it empty to derive one). Nothing was changed.")
+        raise RollbackRefused(
+            f"target_instance_identifier {target!r} is the live instance's name; a restore "
+            "goes into a NEW instance (leave it empty to derive one). Nothing was changed."
+        )
     existing = describe_instance(rds, target)
     if existing is not None and not _restored_by_us(existing, run_id):
-        raise RollbackRefused(f"target_instance_identifier {target!r} already exists "
-                              f"({existing.get('DBInstanceStatus')}); choose a new name. Nothing was changed.")
-    pre_snapshot = f"{instance_id[:MAX_ID - 22]}-pre-rollback-{stamp}"
+        raise RollbackRefused(
+            f"target_instance_identifier {target!r} already exists "
+            f"({existing.get('DBInstanceStatus')}); choose a new name. Nothing was changed."
+        )
+    pre_snapshot = f"{instance_id[: MAX_ID - 22]}-pre-rollback-{stamp}"
 
     if switch_traffic and not env.get(PGBOUNCER_INI_ENV):
-        raise RollbackRefused(f"switch_traffic needs PgBouncer's configuration ({PGBOUNCER_INI_ENV} is not set "
-                              "for this Airflow); restore without switching, then repoint PgBouncer by its "
-                              "deployment. Nothing was changed.")
+        raise RollbackRefused(
+            f"switch_traffic needs PgBouncer's configuration ({PGBOUNCER_INI_ENV} is not set "
+            "for this Airflow); restore without switching, then repoint PgBouncer by its "
+            "deployment. Nothing was changed."
+        )
     endpoint = instance.get("Endpoint") or {}
     return DatabaseRollbackPlan(
-        environment=environment, instance=instance_id, snapshot=snapshot["DBSnapshotIdentifier"],
-        snapshot_time=_iso(taken), data_loss_seconds=round((now - taken).total_seconds(), 1), target=target,
-        pre_rollback_snapshot=pre_snapshot, instance_class=instance["DBInstanceClass"],
+        environment=environment,
+        instance=instance_id,
+        snapshot=snapshot["DBSnapshotIdentifier"],
+        snapshot_time=_iso(taken),
+        data_loss_seconds=round((now - taken).total_seconds(), 1),
+        target=target,
+        pre_rollback_snapshot=pre_snapshot,
+        instance_class=instance["DBInstanceClass"],
         subnet_group=(instance.get("DBSubnetGroup") or {}).get("DBSubnetGroupName"),
         security_group_ids=[g["VpcSecurityGroupId"] for g in instance.get("VpcSecurityGroups", [])],
-        parameter_group=next((g["DBParameterGroupName"] for g in instance.get("DBParameterGroups", [])), None),
+        parameter_group=next(
+            (g["DBParameterGroupName"] for g in instance.get("DBParameterGroups", [])), None
+        ),
         port=int(endpoint.get("Port") or instance.get("DbInstancePort") or 5432),
-        multi_az=bool(instance.get("MultiAZ")), storage_type=instance.get("StorageType"),
-        switch_traffic=switch_traffic, live_address=endpoint.get("Address"),
+        multi_az=bool(instance.get("MultiAZ")),
+        storage_type=instance.get("StorageType"),
+        switch_traffic=switch_traffic,
+        live_address=endpoint.get("Address"),
     )
 
 
@@ -196,9 +249,12 @@ def take_pre_rollback_snapshot(rds: Any, plan: DatabaseRollbackPlan) -> str:
     if existing is not None:
         return existing.get("Status", "")
     created = rds.create_db_snapshot(
-        DBSnapshotIdentifier=plan.pre_rollback_snapshot, DBInstanceIdentifier=plan.instance,
-        Tags=[{"Key": "bisman:purpose", "Value": "pre-rollback"},
-              {"Key": "bisman:rollback-target", "Value": plan.target}],
+        DBSnapshotIdentifier=plan.pre_rollback_snapshot,
+        DBInstanceIdentifier=plan.instance,
+        Tags=[
+            {"Key": "bisman:purpose", "Value": "pre-rollback"},
+            {"Key": "bisman:rollback-target", "Value": plan.target},
+        ],
     )["DBSnapshot"]
     return created.get("Status", "")
 
@@ -209,8 +265,11 @@ def snapshot_progress(rds: Any, identifier: str) -> tuple[bool, bool, str]:
     if snap is None:
         return False, True, f"snapshot {identifier} disappeared"
     status = snap.get("Status", "")
-    return status == "available", status in ("failed", "deleted", "error"), \
-        f"snapshot {identifier} {status} ({snap.get('PercentProgress', '?')}%)"
+    return (
+        status == "available",
+        status in ("failed", "deleted", "error"),
+        f"snapshot {identifier} {status} ({snap.get('PercentProgress', '?')}%)",
+    )
 
 
 def restore(rds: Any, plan: DatabaseRollbackPlan, run_id: str) -> str:
@@ -218,8 +277,10 @@ def restore(rds: Any, plan: DatabaseRollbackPlan, run_id: str) -> str:
     existing = describe_instance(rds, plan.target)
     if existing is not None:
         if not _restored_by_us(existing, run_id):
-            raise RollbackFailed(f"{plan.target} appeared since the checks and was not restored by this run; "
-                                 "nothing was restored. Trigger again with another target name.")
+            raise RollbackFailed(
+                f"{plan.target} appeared since the checks and was not restored by this run; "
+                "nothing was restored. Trigger again with another target name."
+            )
         return existing.get("DBInstanceStatus", "")
     kwargs: dict[str, Any] = {
         "DBInstanceIdentifier": plan.target,
@@ -230,9 +291,11 @@ def restore(rds: Any, plan: DatabaseRollbackPlan, run_id: str) -> str:
         "PubliclyAccessible": False,
         "CopyTagsToSnapshot": True,
         "Port": plan.port,
-        "Tags": [{"Key": "bisman:restored-from", "Value": plan.snapshot},
-                 {"Key": "bisman:rollback-of", "Value": plan.instance},
-                 {"Key": "bisman:rollback-run", "Value": run_stamp(run_id)}],
+        "Tags": [
+            {"Key": "bisman:restored-from", "Value": plan.snapshot},
+            {"Key": "bisman:rollback-of", "Value": plan.instance},
+            {"Key": "bisman:rollback-run", "Value": run_stamp(run_id)},
+        ],
     }
     if plan.subnet_group:
         kwargs["DBSubnetGroupName"] = plan.subnet_group
@@ -258,16 +321,24 @@ def restored_settings(rds: Any, plan: DatabaseRollbackPlan) -> list[list[str]]:
     got = {
         "class": inst.get("DBInstanceClass"),
         "subnet group": (inst.get("DBSubnetGroup") or {}).get("DBSubnetGroupName"),
-        "security groups": ",".join(sorted(g["VpcSecurityGroupId"] for g in inst.get("VpcSecurityGroups", []))),
+        "security groups": ",".join(
+            sorted(g["VpcSecurityGroupId"] for g in inst.get("VpcSecurityGroups", []))
+        ),
         "parameter group": next((g["DBParameterGroupName"] for g in inst.get("DBParameterGroups", [])), None),
     }
-    want = {"class": plan.instance_class, "subnet group": plan.subnet_group,
-            "security groups": ",".join(sorted(plan.security_group_ids)), "parameter group": plan.parameter_group}
+    want = {
+        "class": plan.instance_class,
+        "subnet group": plan.subnet_group,
+        "security groups": ",".join(sorted(plan.security_group_ids)),
+        "parameter group": plan.parameter_group,
+    }
     rows = [[k, str(want[k]), str(got[k])] for k in want]
     wrong = [r[0] for r in rows if r[1] != r[2]]
     if wrong:
-        raise RollbackFailed(f"restored instance {plan.target} differs from {plan.instance} in: {', '.join(wrong)}; "
-                             "fix it with modify-db-instance before switching traffic")
+        raise RollbackFailed(
+            f"restored instance {plan.target} differs from {plan.instance} in: {', '.join(wrong)}; "
+            "fix it with modify-db-instance before switching traffic"
+        )
     return rows
 
 
@@ -291,22 +362,36 @@ def verify_restored(host: str, port: int, dbname: str, user: str, password: str)
 
     query = (SQL_DIR / "application_tables.sql").read_text()
     try:
-        with psycopg.connect(host=host, port=port, dbname=dbname, user=user, password=password,
-                             connect_timeout=CONNECT_TIMEOUT_S, prepare_threshold=None) as conn:
+        with psycopg.connect(
+            host=host,
+            port=port,
+            dbname=dbname,
+            user=user,
+            password=password,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            prepare_threshold=None,
+        ) as conn:
             conn.execute("SET statement_timeout = '15s'")
             found = {r[0] for r in conn.execute(query, {"tables": list(APPLICATION_TABLES)}).fetchall()}
-            tenants = conn.execute("SELECT count(*) FROM tenants").fetchone()[0] if "tenants" in found else None
+            tenants = (
+                conn.execute("SELECT count(*) FROM tenants").fetchone()[0] if "tenants" in found else None
+            )
     except psycopg.Error as exc:
-        raise RollbackFailed(f"restored database at {host}:{port}/{dbname} does not answer SQL: "
-                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise RollbackFailed(
+            f"restored database at {host}:{port}/{dbname} does not answer SQL: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     missing = [t for t in APPLICATION_TABLES if t not in found]
     if missing:
-        raise RollbackFailed(f"restored database at {host}:{port}/{dbname} lacks application tables "
-                             f"{', '.join(missing)}; do not switch traffic to it")
+        raise RollbackFailed(
+            f"restored database at {host}:{port}/{dbname} lacks application tables "
+            f"{', '.join(missing)}; do not switch traffic to it"
+        )
     return {"tables": len(found), "tenants": tenants}
 
 
 # -- switching traffic -------------------------------------------------------------------------------
+
 
 def _replace_host(url: str, host: str, port: int) -> str:
     parts = urlsplit(url)
@@ -334,8 +419,11 @@ def switch_secret(sm: Any, secret_id: str, plan: DatabaseRollbackPlan, new_addre
     if plan.live_address and urlsplit(url).hostname == plan.live_address:
         value["DATABASE_URL"] = _replace_host(url, new_address, plan.port)
         version = sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))["VersionId"]
-        return {"DATABASE_URL host": f"{before} -> {new_address}:{plan.port}", "secret version": version,
-                "undo": "the previous value is the secret's AWSPREVIOUS version"}
+        return {
+            "DATABASE_URL host": f"{before} -> {new_address}:{plan.port}",
+            "secret version": version,
+            "undo": "the previous value is the secret's AWSPREVIOUS version",
+        }
     if urlsplit(url).hostname == new_address:
         return {"DATABASE_URL host": f"{before} (already the restored instance)"}
     return {"DATABASE_URL host": f"{before} (PgBouncer; unchanged, PgBouncer is switched instead)"}
@@ -374,8 +462,9 @@ def switch_pgbouncer(admin_dsn: str, ini_path: str, database: str, host: str, po
         raise RollbackFailed(f"PgBouncer database name {database!r} is not a plain identifier")
     path = Path(ini_path)
     new_text, previous = repoint_pgbouncer_ini(path.read_text(), database, host, port, note)
-    with psycopg.connect(admin_dsn, autocommit=True, prepare_threshold=None,
-                         connect_timeout=CONNECT_TIMEOUT_S) as admin:
+    with psycopg.connect(
+        admin_dsn, autocommit=True, prepare_threshold=None, connect_timeout=CONNECT_TIMEOUT_S
+    ) as admin:
         admin.execute(f"PAUSE {database}")
         try:
             stat = path.stat()
@@ -389,5 +478,9 @@ def switch_pgbouncer(admin_dsn: str, ini_path: str, database: str, host: str, po
         columns = [c.name for c in cur.description or []]
         rows = [dict(zip(columns, r, strict=False)) for r in cur.fetchall()]
     now = next((r for r in rows if r.get("name") == database), None)
-    return {"pgbouncer database": database, "before": previous, "after": f"host={host} port={port}",
-            "pgbouncer now": f"{now['host']}:{now['port']}" if now else "(not listed)"}
+    return {
+        "pgbouncer database": database,
+        "before": previous,
+        "after": f"host={host} port={port}",
+        "pgbouncer now": f"{now['host']}:{now['port']}" if now else "(not listed)",
+    }

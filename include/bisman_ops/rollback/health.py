@@ -10,8 +10,9 @@ HEALTH_PATHS = ("/health", "/api/health/db", "/api/health/redis")
 HTTP_TIMEOUT_S = 5
 
 
-def check_health(base_url: str, *, paths: tuple[str, ...] = HEALTH_PATHS, within_s: float = 60,
-                 interval_s: float = 3) -> list[list]:
+def check_health(
+    base_url: str, *, paths: tuple[str, ...] = HEALTH_PATHS, within_s: float = 60, interval_s: float = 3
+) -> list[list]:
     """Every path answers 200, retried for up to ``within_s`` (a switch takes a moment to settle).
     Returns rows [path, status, ms]; raises RollbackFailed naming the failing paths."""
     import requests
@@ -22,7 +23,9 @@ def check_health(base_url: str, *, paths: tuple[str, ...] = HEALTH_PATHS, within
         for path in paths:
             started = time.monotonic()
             try:
-                status: int | str = requests.get(f"{base_url.rstrip('/')}{path}", timeout=HTTP_TIMEOUT_S).status_code
+                status: int | str = requests.get(
+                    f"{base_url.rstrip('/')}{path}", timeout=HTTP_TIMEOUT_S
+                ).status_code
             except requests.RequestException as exc:
                 status = type(exc).__name__
             rows.append([path, status, round((time.monotonic() - started) * 1000)])
@@ -30,7 +33,9 @@ def check_health(base_url: str, *, paths: tuple[str, ...] = HEALTH_PATHS, within
         if not failing:
             return rows
         if time.monotonic() >= deadline:
-            raise RollbackFailed(f"application at {base_url} unhealthy after {within_s:.0f} s: "
-                                 f"{', '.join(failing)}; check the application's logs and its database "
-                                 "and Redis connections")
+            raise RollbackFailed(
+                f"application at {base_url} unhealthy after {within_s:.0f} s: "
+                f"{', '.join(failing)}; check the application's logs and its database "
+                "and Redis connections"
+            )
         time.sleep(interval_s)

@@ -33,8 +33,9 @@ _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                            timeout=GIT_TIMEOUT_S, check=False)
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False
+    )
     if check and result.returncode != 0:
         raise RollbackFailed(f"git {' '.join(args)} in {repo} failed: {result.stderr.strip()[:300]}")
     return result
@@ -69,8 +70,9 @@ def commits_touching(repo: Path, subdir: str, limit: int = 2) -> list[str]:
     return out.split()
 
 
-def plan_request(*, environment: str, git_ref: str | None, terraform_dir: str,
-                 confirm: str | None) -> InfraRollbackPlan:
+def plan_request(
+    *, environment: str, git_ref: str | None, terraform_dir: str, confirm: str | None
+) -> InfraRollbackPlan:
     """Check the request and resolve the revision; raises RollbackRefused, changes nothing."""
     resource_names(environment)
     check_confirm(confirm, environment, "the environment name")
@@ -79,8 +81,10 @@ def plan_request(*, environment: str, git_ref: str | None, terraform_dir: str,
         raise RollbackRefused(f"terraform_dir {terraform_dir} is not a directory. Nothing was changed.")
     top = _git(tf_dir, "rev-parse", "--show-toplevel", check=False)
     if top.returncode != 0:
-        raise RollbackRefused(f"terraform_dir {terraform_dir} is not inside a git repository; an infrastructure "
-                              "rollback needs the configuration's history. Nothing was changed.")
+        raise RollbackRefused(
+            f"terraform_dir {terraform_dir} is not inside a git repository; an infrastructure "
+            "rollback needs the configuration's history. Nothing was changed."
+        )
     repo = Path(top.stdout.strip())
     subdir = _git(tf_dir, "rev-parse", "--show-prefix").stdout.strip().rstrip("/")
     history = commits_touching(repo, subdir)
@@ -90,37 +94,62 @@ def plan_request(*, environment: str, git_ref: str | None, terraform_dir: str,
 
     if git_ref:
         if not _REF.match(git_ref) or git_ref.startswith("-"):
-            raise RollbackRefused(f"git_ref {git_ref!r} is not a commit, tag or branch name. Nothing was changed.")
-        resolved = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{git_ref}^{{commit}}",
-                        check=False)
+            raise RollbackRefused(
+                f"git_ref {git_ref!r} is not a commit, tag or branch name. Nothing was changed."
+            )
+        resolved = _git(
+            repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{git_ref}^{{commit}}", check=False
+        )
         if resolved.returncode != 0:
-            raise RollbackRefused(f"git ref {git_ref!r} does not exist in {repo}; see `git -C {repo} log "
-                                  f"--oneline -- {subdir or '.'}`. Nothing was changed.")
+            raise RollbackRefused(
+                f"git ref {git_ref!r} does not exist in {repo}; see `git -C {repo} log "
+                f"--oneline -- {subdir or '.'}`. Nothing was changed."
+            )
         target = resolved.stdout.strip()
         resolved_by = f"git_ref {git_ref}"
     else:
         if len(history) < 2:
-            raise RollbackRefused(f"{terraform_dir} has only one commit; there is no earlier revision to roll "
-                                  "back to. Nothing was changed.")
+            raise RollbackRefused(
+                f"{terraform_dir} has only one commit; there is no earlier revision to roll "
+                "back to. Nothing was changed."
+            )
         target = history[1]
         resolved_by = "the commit before the current one touching the Terraform directory"
 
-    listing = _git(repo, "ls-tree", "--name-only", f"{target}:{subdir}" if subdir else f"{target}:",
-                   check=False)
+    listing = _git(
+        repo, "ls-tree", "--name-only", f"{target}:{subdir}" if subdir else f"{target}:", check=False
+    )
     if listing.returncode != 0 or not _has_terraform_files(listing.stdout.split()):
-        raise RollbackRefused(f"revision {git_ref or target[:12]} has no Terraform configuration in "
-                              f"{subdir or 'the repository root'} (no *.tf or *.tf.json files). "
-                              "Nothing was changed.")
+        raise RollbackRefused(
+            f"revision {git_ref or target[:12]} has no Terraform configuration in "
+            f"{subdir or 'the repository root'} (no *.tf or *.tf.json files). "
+            "Nothing was changed."
+        )
     subject = _git(repo, "log", "-n1", "--format=%s", target).stdout.strip()
-    return InfraRollbackPlan(environment=environment, terraform_dir=str(tf_dir.resolve()), repo_root=str(repo),
-                             subdir=subdir, current_commit=current, target_commit=target,
-                             target_ref=git_ref or target, target_subject=subject, resolved_by=resolved_by)
+    return InfraRollbackPlan(
+        environment=environment,
+        terraform_dir=str(tf_dir.resolve()),
+        repo_root=str(repo),
+        subdir=subdir,
+        current_commit=current,
+        target_commit=target,
+        target_ref=git_ref or target,
+        target_subject=subject,
+        resolved_by=resolved_by,
+    )
 
 
 def changed_files(plan: InfraRollbackPlan) -> list[list[str]]:
     """Rows [status, path] of what the revert changes in the Terraform directory."""
-    out = _git(Path(plan.repo_root), "diff", "--name-status", plan.current_commit, plan.target_commit, "--",
-               plan.subdir or ".").stdout
+    out = _git(
+        Path(plan.repo_root),
+        "diff",
+        "--name-status",
+        plan.current_commit,
+        plan.target_commit,
+        "--",
+        plan.subdir or ".",
+    ).stdout
     return [line.split("\t", 1) for line in out.splitlines() if "\t" in line]
 
 
@@ -136,11 +165,25 @@ def checkout(plan: InfraRollbackPlan, work_dir: Path) -> Path:
     if work_dir.exists():
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, mode=0o700)
-    archive = subprocess.run(["git", "-C", plan.repo_root, "archive", "--format=tar", plan.target_commit,
-                              "--", plan.subdir or "."], capture_output=True, timeout=GIT_TIMEOUT_S, check=False)
+    archive = subprocess.run(
+        [
+            "git",
+            "-C",
+            plan.repo_root,
+            "archive",
+            "--format=tar",
+            plan.target_commit,
+            "--",
+            plan.subdir or ".",
+        ],
+        capture_output=True,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+    )
     if archive.returncode != 0:
-        raise RollbackFailed(f"git archive {plan.target_commit[:12]} failed: "
-                             f"{archive.stderr.decode(errors='replace')[:300]}")
+        raise RollbackFailed(
+            f"git archive {plan.target_commit[:12]} failed: {archive.stderr.decode(errors='replace')[:300]}"
+        )
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(work_dir, filter="data")
     config_dir = work_dir / plan.subdir if plan.subdir else work_dir
@@ -182,11 +225,18 @@ def run_plan(config_dir: Path, env: dict[str, str] | None = None) -> dict:
         has_changes = tf.plan(PLAN_FILE)
         summary = summarize_plan(tf.show_json(PLAN_FILE))
     except TerraformError as exc:
-        raise RollbackFailed(f"terraform plan of the reverted configuration failed: {exc}; "
-                             f"{getattr(exc, 'stderr', '')[:1500]}") from None
+        raise RollbackFailed(
+            f"terraform plan of the reverted configuration failed: {exc}; {getattr(exc, 'stderr', '')[:1500]}"
+        ) from None
     plan_path = config_dir / PLAN_FILE
-    return {"terraform_version": version, "has_changes": has_changes, "summary": summary.to_dict(),
-            "markdown": summary.to_markdown(), "plan_file": str(plan_path), "plan_sha256": sha256_file(plan_path)}
+    return {
+        "terraform_version": version,
+        "has_changes": has_changes,
+        "summary": summary.to_dict(),
+        "markdown": summary.to_markdown(),
+        "plan_file": str(plan_path),
+        "plan_sha256": sha256_file(plan_path),
+    }
 
 
 def apply_plan(config_dir: Path, plan_sha256: str, env: dict[str, str] | None = None) -> dict:
@@ -195,17 +245,23 @@ def apply_plan(config_dir: Path, plan_sha256: str, env: dict[str, str] | None = 
 
     plan_path = config_dir / PLAN_FILE
     if not plan_path.exists():
-        raise RollbackFailed(f"saved plan {plan_path} is gone; nothing was applied. Trigger the rollback again.")
+        raise RollbackFailed(
+            f"saved plan {plan_path} is gone; nothing was applied. Trigger the rollback again."
+        )
     seen = sha256_file(plan_path)
     if seen != plan_sha256:
-        raise RollbackFailed(f"saved plan {plan_path} changed since it was approved (sha256 {seen[:12]} != "
-                             f"{plan_sha256[:12]}); nothing was applied. Trigger the rollback again.")
+        raise RollbackFailed(
+            f"saved plan {plan_path} changed since it was approved (sha256 {seen[:12]} != "
+            f"{plan_sha256[:12]}); nothing was applied. Trigger the rollback again."
+        )
     tf = Terraform(workdir=config_dir, env=env)
     try:
         tf.apply(PLAN_FILE)
         outputs = tf.outputs()
     except TerraformError as exc:
-        raise RollbackFailed(f"terraform apply of the approved plan failed: {exc}; "
-                             f"{getattr(exc, 'stderr', '')[:1500]} — the state may be partly applied: run "
-                             "plan in the Terraform directory to see what remains") from None
+        raise RollbackFailed(
+            f"terraform apply of the approved plan failed: {exc}; "
+            f"{getattr(exc, 'stderr', '')[:1500]} — the state may be partly applied: run "
+            "plan in the Terraform directory to see what remains"
+        ) from None
     return outputs

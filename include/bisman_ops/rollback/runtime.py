@@ -49,9 +49,12 @@ def _owner(ti: Any) -> str:
 
 
 def _push_section(ti: Any, section: Section, started: float, error: str | None = None) -> None:
-    payload = {"title": section.title, "values": section.values,
-               "tables": [{"title": t.title, "columns": t.columns, "rows": t.rows} for t in section.tables],
-               "seconds": round(time.monotonic() - started, 3)}
+    payload = {
+        "title": section.title,
+        "values": section.values,
+        "tables": [{"title": t.title, "columns": t.columns, "rows": t.rows} for t in section.tables],
+        "seconds": round(time.monotonic() - started, 3),
+    }
     ti.xcom_push(key=SECTION_KEY, value=_jsonable(payload))
     if error:
         ti.xcom_push(key=ERROR_KEY, value=error)
@@ -90,8 +93,13 @@ def hint(value: str) -> None:
 
 def _new_report(title: str, ctx: Any) -> RunReport:
     ti, p = ctx["ti"], ctx["params"]
-    report = RunReport(title=title, dag_id=ti.dag_id, run_id=ti.run_id,
-                       environment=str(p.get("environment", "")), reason=str(p.get("reason", "")))
+    report = RunReport(
+        title=title,
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        environment=str(p.get("environment", "")),
+        reason=str(p.get("reason", "")),
+    )
     report.section("Request").values.update({k: v for k, v in p.items() if k != "reason"})
     return report
 
@@ -99,8 +107,14 @@ def _new_report(title: str, ctx: Any) -> RunReport:
 def _deliver(report: RunReport, event: str, what: str, next_step: str = "") -> str:
     from bisman_ops.notifiers import Notice, deliver
 
-    notice = Notice(event=event, what=what, measured=redact_text(report.summary or report.error or ""),
-                    next_step=next_step, environment=report.environment)
+    seen = f"{report.summary or report.error or ''} Reason given: {report.reason}".strip()
+    notice = Notice(
+        event=event,
+        what=what,
+        measured=redact_text(seen),
+        next_step=next_step,
+        environment=report.environment,
+    )
     try:
         return ", ".join(deliver(notice))
     except Exception as exc:  # a rollback at 3 a.m. is not stopped by a mail server
@@ -129,16 +143,26 @@ def acquire_lock(title: str) -> dict:
     try:
         with step("Change lock") as section:
             names = resource_names(p["environment"])
-            holder = change_lock.acquire(aws_client("dynamodb"), names.lock_table, p["environment"], _owner(ti),
-                                         lease_seconds=lease_seconds(), note=str(p.get("reason", ""))[:200])
+            holder = change_lock.acquire(
+                aws_client("dynamodb"),
+                names.lock_table,
+                p["environment"],
+                _owner(ti),
+                lease_seconds=lease_seconds(),
+                note=str(p.get("reason", ""))[:200],
+            )
             section.add("acquired", f"{names.lock_table} {change_lock.lock_id(p['environment'])}")
             section.add("lease expires", holder.as_dict()["expires_at"])
             return holder.as_dict()
     except AirflowFailException as exc:
         report.section("Change lock").add("refused", str(exc))
         report.finish("refused", summary=f"{title} refused before any change: {exc}", error=str(exc))
-        report.section("Report").add("notified", _deliver(report, "failed", f"{ti.dag_id} run {ti.run_id} "
-                                                          "refused", "nothing changed; see the message"))
+        report.section("Report").add(
+            "notified",
+            _deliver(
+                report, "failed", f"{ti.dag_id} run {ti.run_id} refused", "nothing changed; see the message"
+            ),
+        )
         log.info("report: %s", _store(report))
         raise
 
@@ -147,8 +171,9 @@ def renew_lock() -> None:
     ctx = context()
     ti, p = ctx["ti"], ctx["params"]
     names = resource_names(p["environment"])
-    change_lock.renew(aws_client("dynamodb"), names.lock_table, p["environment"], _owner(ti),
-                      lease_seconds=lease_seconds())
+    change_lock.renew(
+        aws_client("dynamodb"), names.lock_table, p["environment"], _owner(ti), lease_seconds=lease_seconds()
+    )
 
 
 def release_lock() -> bool:
@@ -167,7 +192,7 @@ def notify_start(title: str, what: str) -> None:
     ti = ctx["ti"]
     with step("Start notified") as section:
         report = _new_report(title, ctx)
-        report.summary = f"{what}. Reason: {report.reason}"
+        report.summary = f"{what}."
         section.add("channels", _deliver(report, "started", f"{ti.dag_id} run {ti.run_id} started: {what}"))
 
 
@@ -210,21 +235,36 @@ def write_report_and_notify(title: str, step_ids: list[str], success_summary: st
             chosen = answer.get("chosen_options") or []
             if chosen:
                 report.section("Approval").add(task_id, f"{chosen[0]} by {answer.get('responded_by') or '?'}")
-            if "Reject" in chosen:
+            # A rejected approval succeeds and skips what follows it (its XCom may not survive the
+            # resume from awaiting_input, so the states decide when it is missing).
+            following = step_ids[step_ids.index(task_id) + 1] if task_id != step_ids[-1] else None
+            if "Reject" in chosen or (
+                states.get(task_id) == "success" and states.get(following) == "skipped"
+            ):
                 hints.append("rejected")
     if states:
-        report.section("Task states").table("Tasks", ["task", "state"],
-                                            [[t, states.get(t, "?")] for t in step_ids])
+        report.section("Task states").table(
+            "Tasks", ["task", "state"], [[t, states.get(t, "?")] for t in step_ids]
+        )
     lock_section = report.section("Change lock released").values
     if errors:
         task_id, message = errors[0]
         refused = task_id in ("validate_request", "acquire_change_lock")
         outcome = "refused" if refused else "failed"
-        summary = (f"Refused before any change at {task_id}: {message}" if refused else
-                   f"FAILED at {task_id}: {message}. Change lock released: {lock_section.get('released')}.")
+        summary = (
+            f"Refused before any change at {task_id}: {message}"
+            if refused
+            else f"FAILED at {task_id}: {message}. Change lock released: {lock_section.get('released')}."
+        )
         report.finish(outcome, summary=summary, error=message)
-        event, next_step = "failed", ("nothing changed; correct the request and trigger again" if refused else
-                                      "read the report and the failed task's log; steps before it were done")
+        event, next_step = (
+            "failed",
+            (
+                "nothing changed; correct the request and trigger again"
+                if refused
+                else "read the report and the failed task's log; steps before it were done"
+            ),
+        )
     elif "rejected" in hints:
         report.finish("rejected", summary="Rejected at approval; nothing after the approval was changed.")
         event, next_step = "succeeded", "nothing to do; trigger again when ready"
