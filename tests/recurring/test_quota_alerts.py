@@ -21,7 +21,7 @@ AS_OF = datetime(2025, 6, 15, 12, 30, tzinfo=UTC)  # today 2025-06-15, month fro
 TODAY = AS_OF.date()
 
 
-def run(conn, conn2, ids, send=None, as_of=AS_OF, run_id="test", **kw):
+def run(conn, ids, send=None, as_of=AS_OF, run_id="test", **kw):
     sent = []
 
     def record(alert):
@@ -29,7 +29,7 @@ def run(conn, conn2, ids, send=None, as_of=AS_OF, run_id="test", **kw):
             send(alert)
         sent.append(alert)
 
-    result = quota_alerts.send_alerts(conn, conn2, as_of, record, run_id=run_id, tenant_ids=ids, **kw)
+    result = quota_alerts.send_alerts(conn, as_of, record, run_id=run_id, tenant_ids=ids, **kw)
     return result, sent
 
 
@@ -38,50 +38,50 @@ def recorded(dsn, ids):
                                           "AND tenant_id = ANY(%s)", (ids,)))
 
 
-def test_exactly_80_percent_alerts_at_80_and_just_below_does_not(conn, conn2, tenants, primary_dsn):
+def test_exactly_80_percent_alerts_at_80_and_just_below_does_not(conn, tenants, primary_dsn):
     at, below = tenants.add(plan="free"), tenants.add(plan="free")  # free: api_calls 1000 a day
     tenants.usage(at, TODAY, "api_calls", 800)
     tenants.usage(below, TODAY, "api_calls", 799)
 
-    result, sent = run(conn, conn2, [at, below])
+    result, sent = run(conn, [at, below])
 
     assert [(a.tenant_id, a.threshold, a.period) for a in sent] == [(at, 80, "day")]
     assert recorded(primary_dsn, [at, below]) == [f"quota.alert:{at}:api_calls:day:{TODAY}:80"]
     assert result.sent == 1
 
 
-def test_exactly_100_percent_alerts_at_100_only(conn, conn2, tenants):
+def test_exactly_100_percent_alerts_at_100_only(conn, tenants):
     t = tenants.add(plan="free")
     tenants.usage(t, TODAY, "api_calls", 1000)
-    _, sent = run(conn, conn2, [t])
+    _, sent = run(conn, [t])
     assert [a.threshold for a in sent] == [100]
 
 
-def test_usage_jumping_past_100_percent_sends_the_100_alert_not_a_stale_80(conn, conn2, tenants, primary_dsn):
+def test_usage_jumping_past_100_percent_sends_the_100_alert_not_a_stale_80(conn, tenants, primary_dsn):
     t = tenants.add(plan="free")
     tenants.usage(t, TODAY, "api_calls", 5000)
 
-    _, sent = run(conn, conn2, [t])
-    _, again = run(conn, conn2, [t])
+    _, sent = run(conn, [t])
+    _, again = run(conn, [t])
 
     assert [a.threshold for a in sent] == [100]
     assert again == []
     assert recorded(primary_dsn, [t]) == [f"quota.alert:{t}:api_calls:day:{TODAY}:100"]
 
 
-def test_crossing_80_then_100_alerts_each_once(conn, conn2, tenants, primary_dsn):
+def test_crossing_80_then_100_alerts_each_once(conn, tenants, primary_dsn):
     t = tenants.add(plan="free")
     tenants.usage(t, TODAY, "api_calls", 850)
-    _, first = run(conn, conn2, [t])
+    _, first = run(conn, [t])
     tenants.usage(t, TODAY, "api_calls", 1200)
-    _, second = run(conn, conn2, [t])
-    _, third = run(conn, conn2, [t])
+    _, second = run(conn, [t])
+    _, third = run(conn, [t])
     assert [a.threshold for a in first] == [80]
     assert [a.threshold for a in second] == [100]
     assert third == []
 
 
-def test_null_quota_is_unlimited_and_an_override_beats_the_plan(conn, conn2, tenants):
+def test_null_quota_is_unlimited_and_an_override_beats_the_plan(conn, tenants):
     enterprise = tenants.add(plan="enterprise")  # plan: api_calls unlimited (NULL)
     unlimited_override = tenants.add(plan="free")
     tenants.quota(unlimited_override, "api_calls", "day", None)
@@ -92,12 +92,12 @@ def test_null_quota_is_unlimited_and_an_override_beats_the_plan(conn, conn2, ten
     for t in (enterprise, unlimited_override, lower_override, raised_override):
         tenants.usage(t, TODAY, "api_calls", 1500)
 
-    _, sent = run(conn, conn2, [enterprise, unlimited_override, lower_override, raised_override])
+    _, sent = run(conn, [enterprise, unlimited_override, lower_override, raised_override])
 
     assert [(a.tenant_id, a.quota, a.threshold) for a in sent] == [(lower_override, 100, 100)]
 
 
-def test_month_usage_counts_aggregated_rows_and_days_not_yet_aggregated(conn, conn2, tenants):
+def test_month_usage_counts_aggregated_rows_and_days_not_yet_aggregated(conn, tenants):
     t = tenants.add(plan="free")  # invoices_created: 50 a month
     month = date(2025, 7, 1)
     for d in (1, 2, 3):
@@ -105,32 +105,32 @@ def test_month_usage_counts_aggregated_rows_and_days_not_yet_aggregated(conn, co
     usage_aggregation.aggregate_day(conn, date(2025, 7, 2))  # month row through the 2nd: 20
     tenants.usage(t, date(2025, 7, 4), "invoices_created", 10)  # 3rd and 4th not aggregated: 40 = 80%
 
-    _, sent = run(conn, conn2, [t], as_of=datetime(2025, 7, 4, 9, tzinfo=UTC))
+    _, sent = run(conn, [t], as_of=datetime(2025, 7, 4, 9, tzinfo=UTC))
 
     assert [(a.metric, a.period, a.period_start, a.used, a.threshold) for a in sent] == [
         ("invoices_created", "month", month, 40, 80)]
 
 
-def test_a_new_month_starts_a_new_alert_period_across_the_year_boundary(conn, conn2, tenants):
+def test_a_new_month_starts_a_new_alert_period_across_the_year_boundary(conn, tenants):
     t = tenants.add(plan="free")  # storage_mb: 500 a month
     tenants.usage(t, date(2025, 12, 31), "storage_mb", 500)
     tenants.usage(t, date(2026, 1, 1), "storage_mb", 500)
-    _, december = run(conn, conn2, [t], as_of=datetime(2025, 12, 31, 23, 30, tzinfo=UTC))
-    _, january = run(conn, conn2, [t], as_of=datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
+    _, december = run(conn, [t], as_of=datetime(2025, 12, 31, 23, 30, tzinfo=UTC))
+    _, january = run(conn, [t], as_of=datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
     assert [a.period_start for a in december] == [date(2025, 12, 1)]
     assert [a.period_start for a in january] == [date(2026, 1, 1)]
 
 
-def test_canceled_tenants_and_tenants_without_usage_get_no_alert(conn, conn2, tenants):
+def test_canceled_tenants_and_tenants_without_usage_get_no_alert(conn, tenants):
     canceled = tenants.add(plan="free", status="canceled")
     idle = tenants.add(plan="free")
     tenants.usage(canceled, TODAY, "api_calls", 5000)
-    _, sent = run(conn, conn2, [canceled, idle])
+    _, sent = run(conn, [canceled, idle])
     assert sent == []
 
 
 def test_a_failed_send_is_not_recorded_does_not_block_others_and_is_retried(
-        conn, conn2, tenants, primary_dsn):
+        conn, tenants, primary_dsn):
     failing, fine = tenants.add(plan="free"), tenants.add(plan="free")
     for t in (failing, fine):
         tenants.usage(t, TODAY, "api_calls", 900)
@@ -139,11 +139,11 @@ def test_a_failed_send_is_not_recorded_does_not_block_others_and_is_retried(
         if alert.tenant_id == failing:
             raise OSError("mail server said no")
 
-    result, _ = run(conn, conn2, [failing, fine], send=send)
+    result, _ = run(conn, [failing, fine], send=send)
     assert (result.sent, result.failed) == (1, 1)
     assert recorded(primary_dsn, [failing, fine]) == [f"quota.alert:{fine}:api_calls:day:{TODAY}:80"]
 
-    retry, sent = run(conn, conn2, [failing, fine])
+    retry, sent = run(conn, [failing, fine])
     assert [a.tenant_id for a in sent] == [failing] and retry.failed == 0
     assert len(recorded(primary_dsn, [failing, fine])) == 2
 
@@ -163,8 +163,8 @@ def test_two_runs_at_once_alert_once(app_uri, tenants, primary_dsn):
 
     def one_run(run_id):
         try:
-            with db.connect(app_uri) as r, db.connect(app_uri) as w:
-                quota_alerts.send_alerts(r, w, AS_OF, slow_send, run_id=run_id, tenant_ids=ids, batch_size=7)
+            with db.connect(app_uri) as c:
+                quota_alerts.send_alerts(c, AS_OF, slow_send, run_id=run_id, tenant_ids=ids, page_tenants=7)
         except BaseException as exc:
             errors.append(exc)
 
@@ -179,7 +179,7 @@ def test_two_runs_at_once_alert_once(app_uri, tenants, primary_dsn):
     assert len(recorded(primary_dsn, ids)) == 30
 
 
-def test_with_smtp_down_nothing_is_recorded_and_the_next_run_delivers(conn, conn2, tenants, primary_dsn, ctx,
+def test_with_smtp_down_nothing_is_recorded_and_the_next_run_delivers(conn, tenants, primary_dsn, ctx,
                                                                        mail_sink):
     t = tenants.add(plan="free")
     tenants.usage(t, TODAY, "api_calls", 1000)
@@ -187,13 +187,13 @@ def test_with_smtp_down_nothing_is_recorded_and_the_next_run_delivers(conn, conn
     working = os.environ[var]
     os.environ[var] = json.dumps({**json.loads(working), "port": 1})  # nothing listens there
     try:
-        down, _ = run(conn, conn2, [t], send=notices.send_quota_alert)
+        down, _ = run(conn, [t], send=notices.send_quota_alert)
     finally:
         os.environ[var] = working
     assert down.failed == 1 and "smtp_default" in down.failures[0]
     assert recorded(primary_dsn, [t]) == []
 
-    up, _ = run(conn, conn2, [t], send=notices.send_quota_alert)
+    up, _ = run(conn, [t], send=notices.send_quota_alert)
 
     assert up.sent == 1
     mail = sinks.wait_for_mail(ctx, lambda m: m["to"] == [f"billing+t{t}@tenants.bisman.test"], timeout=10)
@@ -201,12 +201,12 @@ def test_with_smtp_down_nothing_is_recorded_and_the_next_run_delivers(conn, conn
     assert "1,000 of 1,000" in mail["text"]
 
 
-def test_tenant_mail_and_team_summary_by_email_and_slack_go_out_once(conn, conn2, tenants, ctx, mail_sink):
+def test_tenant_mail_and_team_summary_by_email_and_slack_go_out_once(conn, tenants, ctx, mail_sink):
     a, b = tenants.add(plan="free"), tenants.add(plan="free", billing_email=None)
     tenants.usage(a, TODAY, "api_calls", 800)
     tenants.usage(b, TODAY, "api_calls", 2000)
     since = datetime.now(UTC)
-    result, _ = run(conn, conn2, [a, b], send=notices.send_quota_alert, run_id=f"summary-{a}")
+    result, _ = run(conn, [a, b], send=notices.send_quota_alert, run_id=f"summary-{a}")
     assert result.sent == 2  # b is recorded without a mail: it has no billing email
 
     first = tasks.send_quota_team_summary(f"summary-{a}", since)
@@ -238,7 +238,7 @@ def test_connection_dropped_mid_batch_records_nothing_of_it_and_the_next_run_rec
         tenants.usage(t, TODAY, "api_calls", 900)
     sent: list[int] = []
 
-    with db.connect(app_uri) as read, db.connect(app_uri) as write:
+    with db.connect(app_uri) as write:
 
         def send_then_drop(alert):
             sent.append(alert.tenant_id)
@@ -248,7 +248,7 @@ def test_connection_dropped_mid_batch_records_nothing_of_it_and_the_next_run_rec
                 rows(primary_dsn, "SELECT pg_terminate_backend(%s)", (backend,))
 
         with pytest.raises(psycopg.Error):
-            quota_alerts.send_alerts(read, write, AS_OF, send_then_drop, run_id="drop", tenant_ids=ids)
+            quota_alerts.send_alerts(write, AS_OF, send_then_drop, run_id="drop", tenant_ids=ids)
 
     assert recorded(primary_dsn, ids) == []  # the whole batch rolled back, nothing half-recorded
     _, resent = run_fresh(app_uri, ids)
@@ -257,5 +257,5 @@ def test_connection_dropped_mid_batch_records_nothing_of_it_and_the_next_run_rec
 
 
 def run_fresh(uri, ids):
-    with db.connect(uri) as r, db.connect(uri) as w:
-        return run(r, w, ids)
+    with db.connect(uri) as c:
+        return run(c, ids)

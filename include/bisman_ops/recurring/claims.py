@@ -13,6 +13,7 @@ silently lost). Small batches keep that window small.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from itertools import islice
 from typing import Generic, TypeVar
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from bisman_ops.recurring import db
 
@@ -34,7 +34,7 @@ MAX_FAILURES_KEPT = 50
 class Claim(Generic[T]):
     dedup_key: str
     tenant_id: int | None
-    payload: dict
+    payload: dict | str  # a dict, or its JSON text when the query already encoded it
     item: T
 
 
@@ -104,8 +104,14 @@ def _claim_batch(conn: psycopg.Connection, event_type: str, batch: list[Claim[T]
     return outcome
 
 
-def _as_json(batch: list[Claim]) -> Jsonb:
-    return Jsonb([{"tenant_id": c.tenant_id, "payload": c.payload, "dedup_key": c.dedup_key} for c in batch])
+def _as_json(batch: list[Claim]) -> str:
+    """The batch as one JSON array text; pre-encoded payloads are embedded as they are."""
+    parts = []
+    for c in batch:
+        payload = c.payload if isinstance(c.payload, str) else json.dumps(c.payload, default=str)
+        parts.append(f'{{"tenant_id": {json.dumps(c.tenant_id)}, "dedup_key": {json.dumps(c.dedup_key)}, '
+                     f'"payload": {payload}}}')
+    return "[" + ",".join(parts) + "]"
 
 
 def claim_once(conn: psycopg.Connection, event_type: str, dedup_key: str, payload: dict,

@@ -61,11 +61,9 @@ def mail_trial_notices() -> dict:
 
 def send_quota_alerts(as_of: datetime | None, run_id: str, thresholds) -> dict:
     as_of = run_time(as_of)
-    uri = db.app_db_uri()
-    with db.connect(uri, application_name="bisman_quota_alerts") as read_conn, \
-            db.connect(uri, application_name="bisman_quota_alerts") as write_conn:
-        result = quota_alerts.send_alerts(read_conn, write_conn, as_of, notices.send_quota_alert,
-                                          run_id=run_id, thresholds=thresholds)
+    with db.connect(db.app_db_uri(), application_name="bisman_quota_alerts") as conn:
+        result = quota_alerts.send_alerts(conn, as_of, notices.send_quota_alert, run_id=run_id,
+                                          thresholds=thresholds)
     log.info("quota alerts: %s", result)
     if result.failed:
         raise RecurringJobError(
