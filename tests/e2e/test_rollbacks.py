@@ -5,7 +5,6 @@ stand-in); approvals answered through the REST API."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -23,16 +22,9 @@ REASON = "INC-4242 release 2 returns 500s on checkout"
 
 
 @pytest.fixture(scope="module")
-def af(sandbox, request):
-    """Airflow with the sandbox's stand-in settings for the rollbacks (see rollback/database.py)."""
-    os.environ.update(
-        {
-            "BISMAN_ECS_TASKS_LISTED": "false",
-            db_rollback.ENDPOINT_OVERRIDE_ENV: f"127.0.0.1:{sandbox.port('postgres_primary')}",
-            db_rollback.PGBOUNCER_INI_ENV: str(pgbouncer.folder(sandbox) / "pgbouncer.ini"),
-        }
-    )
-    client = request.getfixturevalue("airflow")
+def af(sandbox, airflow):
+    """Airflow (its sandbox settings come from the launcher), no run of an earlier session in the way."""
+    client = airflow
     ddb = aws.client(sandbox, "dynamodb")
     for dag_id in (APP, DB, INFRA):
         client.wait_for_dag(dag_id)

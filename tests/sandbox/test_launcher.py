@@ -111,6 +111,10 @@ def test_terraform_workspace_has_history_and_shares_state_with_a_clean_checkout(
     clean = tmp_path / "checkout"
     subprocess.run(["git", "worktree", "add", "-q", "--detach", str(clean), "HEAD"], cwd=repo, check=True)
     (clean / "terraform.tfvars").write_text(tfvars)
+    # This machine's inputs are not in git: a checkout gets them from the live directory.
+    assert "sandbox.auto.tfvars.json" not in subprocess.run(
+        ["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    shutil.copy(repo / "sandbox.auto.tfvars.json", clean / "sandbox.auto.tfvars.json")
     assert tf(clean, "init", "-input=false").returncode == 0
     plan = tf(clean, "plan", "-input=false", "-out=tfplan", "-detailed-exitcode")
     assert plan.returncode == 0, plan.stdout + plan.stderr

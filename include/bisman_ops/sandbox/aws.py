@@ -192,6 +192,12 @@ def healthy(ctx: SandboxContext) -> bool:
     return is_running(ctx, PROCESS_NAME) and _moto_answers(ctx) and replica_lag_publisher.running(ctx)
 
 
+def settings(ctx: SandboxContext) -> dict[str, str]:
+    """moto's ECS never lists tasks of a service: the application rollback checks the service's
+    own counts instead, and says so in its report."""
+    return {"BISMAN_ECS_TASKS_LISTED": "false"}
+
+
 def connections(ctx: SandboxContext) -> dict[str, dict]:
     return {
         config.AWS_CONN_ID: {

@@ -125,6 +125,11 @@ def healthy(ctx: SandboxContext) -> bool:
         return False
 
 
+def settings(ctx: SandboxContext) -> dict[str, str]:
+    """Where the database rollback repoints PgBouncer when it switches traffic."""
+    return {"BISMAN_PGBOUNCER_INI": str(folder(ctx) / "pgbouncer.ini")}
+
+
 def connections(ctx: SandboxContext) -> dict[str, dict]:
     port = ctx.port("pgbouncer")
     return {

@@ -135,6 +135,12 @@ def healthy(ctx: SandboxContext) -> bool:
         return False
 
 
+def settings(ctx: SandboxContext) -> dict[str, str]:
+    """A database restored by the rollback is only a record in moto: its SQL checks run against the
+    sandbox primary instead (see bisman_ops.rollback.database)."""
+    return {"BISMAN_ROLLBACK_DB_ENDPOINT_OVERRIDE": f"{HOST}:{ctx.port('postgres_primary')}"}
+
+
 def connections(ctx: SandboxContext) -> dict[str, dict]:
     def conn(which: str) -> dict:
         return {

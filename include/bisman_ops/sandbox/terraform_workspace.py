@@ -2,10 +2,12 @@
 repository under the state folder, the way operators keep infra/terraform in git.
 
 Its history has two commits, so "the commit before the current one" (the infrastructure rollback's
-default) exists: the baseline with two application tasks, then the current one with three. A third
-commit records this sandbox's ports and moto ids (``sandbox.auto.tfvars.json``), which Terraform
-reads automatically. The state is shared through the stand-in's backend folder, so a clean checkout
-initialised with the same backend sees the same state, as with a real S3 backend.
+default) exists: the baseline with two application tasks, then the current one with three. This
+sandbox's ports and moto ids go into ``sandbox.auto.tfvars.json``, which Terraform reads
+automatically; like ``terraform.tfvars`` it is an input of this machine, not configuration, so git
+ignores it (a rollback's clean checkout copies the live directory's untracked variable files). The
+state is shared through the stand-in's backend folder, so a clean checkout initialised with the same
+backend sees the same state, as with a real S3 backend.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ SOURCE_DIR = PROJECT_ROOT / "include" / "sandbox" / "terraform"
 TERRAFORM_BIN = PROJECT_ROOT / "include" / "sandbox" / "bin" / "terraform"
 GIT_IDENTITY = ["-c", "user.name=bisman-sandbox", "-c", "user.email=sandbox@bisman.test"]
 IGNORED = [".terraform/", "terraform.tfstate*", "*.tfplan", "tfplan", "terraform.tfvars",
-           ".terraform.tfstate.lock.info"]
+           "*.auto.tfvars.json", ".terraform.tfstate.lock.info"]
 
 
 def workspace_dir(ctx: SandboxContext) -> Path:
@@ -72,7 +74,6 @@ def up(ctx: SandboxContext) -> dict[str, str]:
     from bisman_ops.sandbox.terraform_standin import write_sandbox_tfvars
 
     write_sandbox_tfvars(repo, ctx.ports, aws.seeded(ctx))
-    _commit_if_changed(repo, "Sandbox ports and resource ids")
     return {"Terraform dir": str(repo), "terraform binary": f"{TERRAFORM_BIN} (stand-in)"}
 
 
