@@ -55,7 +55,9 @@ _HARMLESS_BEFORE_KEY = {
     "state",
 }
 # A key naming where a secret lives, not the secret: app_secrets_arn, secret_name.
-_REFERENCE_WORDS = {"arn", "name", "id", "identifier", "count", "version", "expires", "rotated", "path"}
+# Nor one naming a check of a secret or a measure of it: app_secrets_valid, jwt_secret_bits.
+_REFERENCE_WORDS = {"arn", "name", "id", "identifier", "count", "version", "expires", "rotated", "path",
+                    "valid", "checked", "present", "bits", "length", "mode", "strength", "seconds"}
 
 _VALUE_PATTERNS = [
     (re.compile(r"\b(sk|rk|pk)_(live|test)_[A-Za-z0-9]{6,}"), REDACTED),
@@ -95,7 +97,10 @@ def redact_text(text: str) -> str:
 
 def redact(value: Any, key: str | None = None) -> Any:
     """``value`` with every secret replaced by ``***`` (recursively through dicts and lists)."""
-    if key is not None and is_sensitive_key(key) and value not in (None, "", [], {}):
+    # A boolean or a number under a secret-sounding key is a check's outcome or a timing, not a
+    # secret; strings and containers are redacted.
+    if (key is not None and is_sensitive_key(key) and value not in (None, "", [], {})
+            and not isinstance(value, bool | int | float)):
         return REDACTED
     if isinstance(value, dict):
         return {k: redact(v, str(k)) for k, v in value.items()}

@@ -63,3 +63,18 @@ def test_report_round_trips_and_is_written_as_json_and_markdown(clients):
     assert stored["sections"][0]["values"]["DATABASE_URL"] == "postgresql://u:***@h/db"
     md = s3.get_object(Bucket=bucket, Key=md_key)["Body"].read().decode()
     assert md.startswith("# Rollback") and "| validate_request | 1.2 |" in md and "pw" not in md
+
+
+def test_checks_and_timings_of_secrets_stay_readable_while_the_secrets_do_not():
+    report = RunReport("t", "d", "r")
+    report.section("Secrets").add("jwt_secret_bits", 408).add("app_secrets_valid", True).add(
+        "jwt_secret", "abcdefghijklmnopqrstuvwxyz0123456789"
+    )
+    report.timing("preflight.app_secrets_valid", 1.25)
+    data = json.loads(report.to_json())
+    values = data["sections"][0]["values"]
+    assert values["jwt_secret_bits"] == 408
+    assert values["app_secrets_valid"] is True
+    assert values["jwt_secret"] == "***"
+    assert data["timings"]["preflight.app_secrets_valid"] == 1.25
+    assert "| preflight.app_secrets_valid | 1.2 |" in report.to_markdown().replace("\\_", "_")
