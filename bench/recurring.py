@@ -108,7 +108,8 @@ FROM generate_series(1, %(events)s) AS i
 # The bare-SQL lower bounds: the same results in the fewest statements, no locks, no checks.
 BARE_AGGREGATION = (
     """INSERT INTO tenant_usage (tenant_id, metric, period, period_start, quantity, computed_at)
-SELECT tenant_id, metric, 'day', usage_date, quantity, now() FROM client_daily_usage WHERE usage_date = %(day)s
+SELECT tenant_id, metric, 'day', usage_date, quantity, now() FROM client_daily_usage
+WHERE usage_date = %(day)s
 ON CONFLICT (tenant_id, metric, period, period_start) DO UPDATE SET quantity = EXCLUDED.quantity""",
     """INSERT INTO tenant_usage (tenant_id, metric, period, period_start, quantity, computed_at)
 SELECT tenant_id, metric, 'month', %(month_start)s, sum(quantity), now() FROM client_daily_usage
@@ -245,10 +246,10 @@ def naive_trials(dsn: str, stripe_url: str) -> dict:
 
     client = stripe_billing.make_client("sk_test_bench", stripe_url, retries=0)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        # Every 100th trial of the same mix: one in 25 converted, one in 100 open, the rest cardless.
+        # A pseudo-random 1% of the trials: the job's mix of converted, open and cardless.
         trials = conn.execute(
-            "SELECT id, stripe_subscription_id FROM tenants WHERE status = 'trialing' AND trial_ends_at <= %s "
-            "AND id %% 100 IN (0, 3, 7, 11, 13) ORDER BY id LIMIT %s",
+            "SELECT id, stripe_subscription_id FROM tenants WHERE status = 'trialing' "
+            "AND trial_ends_at <= %s AND abs(hashint4(id::int)) %% 100 = 0 ORDER BY id LIMIT %s",
             (TRIALS_AS_OF, int(EXPIRING * SAMPLE)),
         ).fetchall()
         ids = [t for t, _ in trials]
