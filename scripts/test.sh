@@ -8,7 +8,7 @@ bash scripts/setup.sh
 source scripts/env.sh
 export AIRFLOW_HOME="$BISMAN_ROOT/.airflow/test"
 export BISMAN_SANDBOX_DIR="$(sandbox_dir "$BISMAN_ROOT/.sandbox/test")"
-export BISMAN_SANDBOX_PORT_OFFSET="${BISMAN_SANDBOX_PORT_OFFSET:-1000}"
+export BISMAN_SANDBOX_PORT_OFFSET="${BISMAN_SANDBOX_PORT_OFFSET:-2000}"
 export BISMAN_AIRFLOW_PORT="${BISMAN_AIRFLOW_PORT:-18080}"
 
 cleanup() {
