@@ -13,3 +13,9 @@ sys.path.insert(0, str(ROOT / "include"))
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow" / "test"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Whole DAG runs under Airflow last: the quick logic and service tests fail first, and the
+    runs' lasting effects on the shared sandbox (an ended trial, a restored database) come after."""
+    items.sort(key=lambda item: "/tests/e2e/" in str(item.path))

@@ -32,11 +32,16 @@ def ecs(clients):
 def on_revision_2(ecs):
     """The service runs revision 2 (as seeded) before and after the test."""
 
+    # By ARN, as AWS reports it: moto keeps the very string update_service is given.
+    arn = ecs.describe_task_definition(taskDefinition=f"{N.app_task_family}:2")["taskDefinition"][
+        "taskDefinitionArn"
+    ]
+
     def put_back():
         ecs.update_service(
             cluster=N.ecs_cluster_name,
             service=SERVICE,
-            taskDefinition=f"{N.app_task_family}:2",
+            taskDefinition=arn,
             desiredCount=aws.APP_DESIRED_COUNT,
         )
 

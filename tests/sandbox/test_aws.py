@@ -228,7 +228,11 @@ def inventory(ctx) -> dict[str, object]:
             for g in groups["SecurityGroups"]
             for p in g["IpPermissions"]
         ),
-        "db_instances": len(aws.client(ctx, "rds").describe_db_instances()["DBInstances"]),
+        # Only the seeded ones: a database rollback rehearsed in this sandbox adds restored instances.
+        "db_instances": len([
+            i for i in aws.client(ctx, "rds").describe_db_instances()["DBInstances"]
+            if i["DBInstanceIdentifier"] in (N.db_instance_identifier, N.db_replica_identifier)
+        ]),
         "task_definitions": len(res.task_definition_arns),
         "services": len(aws.client(ctx, "ecs").list_services(cluster=N.ecs_cluster_name)["serviceArns"]),
         "secrets": len(aws.client(ctx, "secretsmanager").list_secrets()["SecretList"]),

@@ -120,3 +120,19 @@ def test_terraform_workspace_has_history_and_shares_state_with_a_clean_checkout(
     assert plan.returncode == 0, plan.stdout + plan.stderr
     outputs = json.loads(tf(clean, "output", "-json").stdout)
     assert outputs["api_base_url"]["value"] == f"http://127.0.0.1:{private_ctx.port('app')}"
+
+
+def test_a_state_folder_survives_a_change_of_ports(private_ctx):
+    from bisman_ops.sandbox import postgres
+
+    launcher.down(private_ctx)
+    moved = SandboxContext(state_dir=private_ctx.state_dir,
+                           ports={name: port + 7 for name, port in private_ctx.ports.items()})
+    try:
+        postgres.up(moved)  # the replica streams from the primary's new port
+        assert postgres.healthy(moved)
+        assert postgres.replica_lag_seconds(moved) < 5
+    finally:
+        postgres.down(moved)
+    launcher.up(private_ctx, out=open(os.devnull, "w"))  # noqa: SIM115
+    assert all(launcher.status(private_ctx).values())

@@ -147,9 +147,27 @@ def test_down_then_up_keeps_the_data(ctx):
     ) == [(1,)]
 
 
-def test_seed_covers_every_plan_and_status_with_trials_ending_before_and_after_now(ctx):
+@pytest.fixture
+def fresh_seeded_db(ctx):
+    """The migrations and the seed in a database of their own: what the seed gives a new sandbox,
+    whatever the DAGs rehearsed here have since done to the tenants (a trial expired, say)."""
+    name = f"seed_check_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres.superuser_dsn(ctx), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{context.DB_USER}"')
+    try:
+        dsn = postgres.dsn(ctx, "primary", dbname=name)
+        migrations.migrate(dsn)
+        with psycopg.connect(dsn) as conn:
+            conn.execute(postgres.SEED_FILE.read_text(encoding="utf-8"))
+        yield dsn
+    finally:
+        with psycopg.connect(postgres.superuser_dsn(ctx), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_seed_covers_every_plan_and_status_with_trials_ending_before_and_after_now(fresh_seeded_db):
     rows = query(
-        postgres.dsn(ctx, "replica"),
+        fresh_seeded_db,
         "SELECT plan, status, trial_ends_at > now(), billing_email, stripe_customer_id FROM tenants",
     )
     assert {r[0] for r in rows} == {"free", "pro", "enterprise"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -376,6 +377,22 @@ host    all          all                   {HOST}/32  scram-sha-256
     user = _pg_user()
     for f in ("postgresql.conf", "pg_hba.conf"):
         os.chown(data / f, user.pw_uid, user.pw_gid)
+    if which == "replica":
+        _repoint_replica(ctx)
+
+
+def _repoint_replica(ctx: SandboxContext) -> None:
+    """Point the replica's primary_conninfo (written once by pg_basebackup -R) at the primary's
+    current port, so a state folder survives a change of ports."""
+    auto = data_dir(ctx, "replica") / "postgresql.auto.conf"
+    if not auto.exists():
+        return
+    lines = auto.read_text().splitlines(keepends=True)
+    port = f"port={_port(ctx, 'primary')}"
+    fixed = [re.sub(r"\bport=\d+", port, line) if line.startswith("primary_conninfo") else line
+             for line in lines]
+    if fixed != lines:
+        auto.write_text("".join(fixed))
 
 
 def _start(ctx: SandboxContext, which: str) -> None:
