@@ -155,9 +155,7 @@ def service_stable(plan: dict, update: dict) -> bool:
 
 @task(task_id="verify_tasks_and_health")
 def verify_tasks_and_health(plan: dict) -> None:
-    from airflow.sdk import BaseHook
-
-    from bisman_ops import config
+    from bisman_ops import app_api
     from bisman_ops.rollback import application, env_flag, health, runtime
 
     with runtime.step("Verification") as section:
@@ -170,9 +168,7 @@ def verify_tasks_and_health(plan: dict) -> None:
             tasks_listed=env_flag(application.TASKS_LISTED_ENV, True),
         )
         section.add("tasks", tasks["checked"])
-        conn = BaseHook.get_connection(config.APP_API_CONN_ID)
-        base = f"{conn.host}:{conn.port}" if conn.port else conn.host
-        section.table("Health", ["path", "status", "ms"], health.check_health(base))
+        section.table("Health", ["path", "status", "ms"], health.check_health(app_api.base_url()))
 
 
 with DAG(

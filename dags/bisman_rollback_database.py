@@ -283,15 +283,11 @@ def switch_traffic(plan: dict) -> None:
 
 @task(task_id="verify_health")
 def verify_health() -> None:
-    from airflow.sdk import BaseHook
-
-    from bisman_ops import config
+    from bisman_ops import app_api
     from bisman_ops.rollback import health, runtime
 
     with runtime.step("Health after the switch") as section:
-        conn = BaseHook.get_connection(config.APP_API_CONN_ID)
-        base = f"{conn.host}:{conn.port}" if conn.port else conn.host
-        section.table("Health", ["path", "status", "ms"], health.check_health(base))
+        section.table("Health", ["path", "status", "ms"], health.check_health(app_api.base_url()))
 
 
 with DAG(

@@ -153,9 +153,7 @@ def apply_approved_plan(planned: dict) -> dict:
 
 @task(task_id="verify_outputs_and_health")
 def verify_outputs_and_health(outputs: dict) -> None:
-    from airflow.sdk import BaseHook
-
-    from bisman_ops import config
+    from bisman_ops import app_api
     from bisman_ops.rollback import RollbackFailed, health, runtime
     from bisman_ops.terraform import check_outputs
 
@@ -164,9 +162,7 @@ def verify_outputs_and_health(outputs: dict) -> None:
         problems = check_outputs(outputs)
         if problems:
             raise RollbackFailed(f"the applied configuration's outputs are incomplete: {'; '.join(problems)}")
-        conn = BaseHook.get_connection(config.APP_API_CONN_ID)
-        base = f"{conn.host}:{conn.port}" if conn.port else conn.host
-        section.table("Health", ["path", "status", "ms"], health.check_health(base))
+        section.table("Health", ["path", "status", "ms"], health.check_health(app_api.base_url()))
 
 
 with DAG(

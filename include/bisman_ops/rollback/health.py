@@ -1,13 +1,11 @@
-"""The application's health endpoints (CONTRACT.md), checked after a rollback."""
+"""The application's health endpoints (CONTRACT.md), checked after a rollback until they settle."""
 
 from __future__ import annotations
 
 import time
 
+from bisman_ops.app_api import HEALTH_PATHS, probe_health
 from bisman_ops.rollback import RollbackFailed
-
-HEALTH_PATHS = ("/health", "/api/health/db", "/api/health/redis")
-HTTP_TIMEOUT_S = 5
 
 
 def check_health(
@@ -15,20 +13,9 @@ def check_health(
 ) -> list[list]:
     """Every path answers 200, retried for up to ``within_s`` (a switch takes a moment to settle).
     Returns rows [path, status, ms]; raises RollbackFailed naming the failing paths."""
-    import requests
-
     deadline = time.monotonic() + within_s
     while True:
-        rows = []
-        for path in paths:
-            started = time.monotonic()
-            try:
-                status: int | str = requests.get(
-                    f"{base_url.rstrip('/')}{path}", timeout=HTTP_TIMEOUT_S
-                ).status_code
-            except requests.RequestException as exc:
-                status = type(exc).__name__
-            rows.append([path, status, round((time.monotonic() - started) * 1000)])
+        rows = [[r["path"], r["status"], r["ms"]] for r in probe_health(base_url, paths)]
         failing = [f"{p} -> {s}" for p, s, _ in rows if s != 200]
         if not failing:
             return rows

@@ -14,7 +14,6 @@ from typing import Any
 from bisman_ops.rollout.gates import GateFailed, Poke, fail_unless
 
 HTTP_TIMEOUT_S = 10
-HEALTH_PATHS = ("/health", "/api/health/db", "/api/health/redis")
 POOL_LOAD_CONCURRENCY = 24
 POOL_LOAD_SECONDS = 4.0
 POOL_SAMPLE_INTERVAL_S = 0.05
@@ -167,19 +166,11 @@ def _same_host(a: Any, b: Any) -> bool:
 
 def app_health(base_url: str, timeout: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
     """GET the application's health endpoints; all must answer 200."""
-    import requests
+    from bisman_ops.app_api import probe_health
 
-    measured: dict[str, Any] = {}
-    problems = []
-    for path in HEALTH_PATHS:
-        try:
-            r = requests.get(f"{base_url.rstrip('/')}{path}", timeout=timeout)
-            measured[path] = r.status_code
-            if r.status_code != 200:
-                problems.append(f"GET {path} answered {r.status_code}: {r.text.strip()[:200]}")
-        except requests.RequestException as exc:
-            measured[path] = f"no answer ({type(exc).__name__})"
-            problems.append(f"GET {path}: no answer ({type(exc).__name__})")
+    results = probe_health(base_url, timeout=timeout)
+    measured: dict[str, Any] = {r["path"]: r["status"] for r in results}
+    problems = [f"GET {r['path']} answered {r['status']}: {r['body']}" for r in results if r["status"] != 200]
     fail_unless(
         problems,
         f"application at {base_url} not healthy",

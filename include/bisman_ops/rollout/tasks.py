@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bisman_ops import config
+from bisman_ops import app_api, config
 from bisman_ops.rollout.gates import GateFailed, Poke
 from bisman_ops.rollout.settings import RolloutSettings
 
@@ -120,12 +120,6 @@ def dsn(conn_id: str) -> str:
         dbname=c.schema or "",
         connect_timeout=timeout,
     )
-
-
-def http_base_url(conn_id: str) -> str:
-    c = _connection(conn_id)
-    host = c.host if "://" in (c.host or "") else f"{c.schema or 'https'}://{c.host}"
-    return f"{host}:{c.port}" if c.port else host
 
 
 def xcom(context, task_id: str) -> Any:
@@ -617,7 +611,7 @@ def app_healthy_through_pgbouncer(context) -> dict[str, Any]:
     from bisman_ops.rollout import core_infrastructure as core
 
     renew_lock(context, settings_of(context))
-    measured = core.app_health(http_base_url(config.APP_API_CONN_ID))
+    measured = core.app_health(app_api.base_url())
     db_name = outputs_of(context)["db_name"]
     clients = [
         c
@@ -641,7 +635,7 @@ def connections_pooled(context) -> dict[str, Any]:
     return {
         "measured": core.measure_pooling(
             dsn(config.PGBOUNCER_ADMIN_CONN_ID),
-            http_base_url(config.APP_API_CONN_ID),
+            app_api.base_url(),
             outputs_of(context)["db_name"],
             primary_dsn=dsn(config.APP_DB_PRIMARY_CONN_ID),
         )
@@ -689,7 +683,7 @@ def reads_on_replica_writes_on_primary(context) -> dict[str, Any]:
     primary = dsn(config.APP_DB_PRIMARY_CONN_ID)
     tenant_id = read_replica.probe_tenant_id(primary)
     measured = read_replica.verify_routing(
-        http_base_url(config.APP_API_CONN_ID),
+        app_api.base_url(),
         admin_token(s, context),
         aws("logs"),
         outputs["app_log_group"],
@@ -725,7 +719,7 @@ def reads_fall_back_to_primary(context) -> dict[str, Any]:
     )
     return {
         "measured": read_replica.verify_fallback(
-            http_base_url(config.APP_API_CONN_ID),
+            app_api.base_url(),
             admin_token(s, context),
             aws("logs"),
             outputs_of(context)["app_log_group"],
