@@ -51,21 +51,10 @@ POKE_INTERVAL_S = 15
 SENSOR_CEILING_S = 4 * 3600  # the form's wait_timeout_seconds ends it sooner
 
 
-@task(task_id="acquire_change_lock")
-def acquire_change_lock() -> dict:
-    from bisman_ops.rollback import runtime
-
-    return runtime.acquire_lock(TITLE)
-
-
-@task(task_id="notify_team_of_start")
-def notify_team_of_start() -> None:
-    from bisman_ops.rollback import runtime
-
-    p = runtime.context()["params"]
-    runtime.notify_start(
-        TITLE,
-        f"ECS service {p.get('service') or '(default)'} in {p['environment']} back to {p['task_definition']}",
+def describe_request(p: dict) -> str:
+    """What the team is told is starting."""
+    return (
+        f"ECS service {p.get('service') or '(default)'} in {p['environment']} back to {p['task_definition']}"
     )
 
 
@@ -205,7 +194,7 @@ with DAG(
 ) as dag:
     from bisman_ops.rollback import runtime_tasks
 
-    lock = acquire_change_lock()
+    lock, started = runtime_tasks.opening(TITLE, describe_request)
     plan = validate_request()
     update = update_service(plan)
     stable = service_stable(plan, update)
@@ -213,5 +202,5 @@ with DAG(
     release, report = runtime_tasks.teardowns(
         lock, TITLE, STEP_IDS, "The service runs the target revision and is healthy."
     )
-    lock >> notify_team_of_start() >> plan
+    started >> plan
     stable >> verified >> release >> report

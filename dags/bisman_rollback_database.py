@@ -70,23 +70,12 @@ def _plan(plan: dict):
     return DatabaseRollbackPlan.from_dict(plan)
 
 
-@task(task_id="acquire_change_lock")
-def acquire_change_lock() -> dict:
-    from bisman_ops.rollback import runtime
-
-    return runtime.acquire_lock(TITLE)
-
-
-@task(task_id="notify_team_of_start")
-def notify_team_of_start() -> None:
-    from bisman_ops.rollback import runtime
-
-    p = runtime.context()["params"]
-    runtime.notify_start(
-        TITLE,
+def describe_request(p: dict) -> str:
+    """What the team is told is starting."""
+    return (
         f"restore of {p.get('db_instance_identifier') or 'the primary'} in "
         f"{p['environment']} from snapshot {p['snapshot_identifier']}"
-        f"{' with traffic switch' if p['switch_traffic'] else ''}",
+        f"{' with traffic switch' if p['switch_traffic'] else ''}"
     )
 
 
@@ -332,7 +321,7 @@ with DAG(
 ) as dag:
     from bisman_ops.rollback import runtime_tasks
 
-    lock = acquire_change_lock()
+    lock, started = runtime_tasks.opening(TITLE, describe_request)
     plan = validate_request()
     snap_deadline = take_pre_rollback_snapshot(plan)
     snapshot_ready = pre_rollback_snapshot_available(plan, snap_deadline)
@@ -349,6 +338,6 @@ with DAG(
     release, report = runtime_tasks.teardowns(
         lock, TITLE, STEP_IDS, "The snapshot was restored into a new instance and verified."
     )
-    lock >> notify_team_of_start() >> plan
+    started >> plan
     snapshot_ready >> restore_deadline
     restored >> approval_body >> switch_requested() >> approve >> switched >> healthy >> release >> report

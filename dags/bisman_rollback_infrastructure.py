@@ -51,22 +51,11 @@ STEP_IDS = [
 ]
 
 
-@task(task_id="acquire_change_lock")
-def acquire_change_lock() -> dict:
-    from bisman_ops.rollback import runtime
-
-    return runtime.acquire_lock(TITLE)
-
-
-@task(task_id="notify_team_of_start")
-def notify_team_of_start() -> None:
-    from bisman_ops.rollback import runtime
-
-    p = runtime.context()["params"]
-    runtime.notify_start(
-        TITLE,
+def describe_request(p: dict) -> str:
+    """What the team is told is starting."""
+    return (
         f"Terraform configuration of {p['environment']} reverted to "
-        f"{p.get('git_ref') or 'the previous commit'}",
+        f"{p.get('git_ref') or 'the previous commit'}"
     )
 
 
@@ -190,7 +179,7 @@ with DAG(
 ) as dag:
     from bisman_ops.rollback import runtime_tasks
 
-    lock = acquire_change_lock()
+    lock, started = runtime_tasks.opening(TITLE, describe_request)
     request = validate_request()
     planned = checkout_and_plan(request)
     approve = ApprovalOperator(
@@ -203,6 +192,6 @@ with DAG(
     release, report = runtime_tasks.teardowns(
         lock, TITLE, STEP_IDS, "The earlier revision was applied; outputs and health verified."
     )
-    lock >> notify_team_of_start() >> request
+    started >> request
     planned >> plan_has_changes(planned) >> approve >> outputs
     verified >> release >> report
