@@ -310,8 +310,8 @@ def scalar(dsn: str, sql: str, params=None):
 
 def prepare_database(args) -> str:
     from bisman_ops import migrations
-    from bisman_ops.sandbox import context, postgres
-    from bisman_ops.sandbox.context import SandboxContext
+    from bisman_sandbox import context, postgres
+    from bisman_sandbox.context import SandboxContext
 
     ctx = SandboxContext.from_env()
     postgres.up(ctx)
@@ -351,7 +351,7 @@ def prepare_database(args) -> str:
 STRIPE_SERVER = (
     "import sys, pathlib\n"
     "from aiohttp import web\n"
-    "from bisman_ops.sandbox import stripe_server as s\n"
+    "from bisman_sandbox import stripe_server as s\n"
     "app = s.install(pathlib.Path(sys.argv[2]))\n"
     "s._store_path = None\n"
     "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None)\n"

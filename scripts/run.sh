@@ -9,12 +9,12 @@ export AIRFLOW_HOME="${AIRFLOW_HOME:-$BISMAN_ROOT/.airflow/run}"
 export BISMAN_SANDBOX_DIR="${BISMAN_SANDBOX_DIR:-$(sandbox_dir "$BISMAN_ROOT/.sandbox/run")}"
 
 echo "==> starting the sandbox"
-python -m bisman_ops.sandbox up
+python -m bisman_sandbox up
 echo "==> starting Airflow"
-python -m bisman_ops.sandbox.airflow_local up
+python -m bisman_sandbox.airflow_local up
 echo "==> triggering bisman_rollout against the sandbox"
-python -m bisman_ops.sandbox.airflow_local trigger bisman_rollout \
-  --conf "$(python -m bisman_ops.sandbox.rollout_conf)"
+python -m bisman_sandbox.airflow_local trigger bisman_rollout \
+  --conf "$(python -m bisman_sandbox.rollout_conf)"
 cat <<MSG
 
 Airflow UI:  http://127.0.0.1:${BISMAN_AIRFLOW_PORT:-8080}

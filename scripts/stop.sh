@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$BISMAN_ROOT/.airflow/run}"
 export BISMAN_SANDBOX_DIR="${BISMAN_SANDBOX_DIR:-$(sandbox_dir "$BISMAN_ROOT/.sandbox/run")}"
-python -m bisman_ops.sandbox.airflow_local down
-python -m bisman_ops.sandbox down
+python -m bisman_sandbox.airflow_local down
+python -m bisman_sandbox down

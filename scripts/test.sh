@@ -12,14 +12,14 @@ export BISMAN_SANDBOX_PORT_OFFSET="${BISMAN_SANDBOX_PORT_OFFSET:-2000}"
 export BISMAN_AIRFLOW_PORT="${BISMAN_AIRFLOW_PORT:-18080}"
 
 cleanup() {
-  python -m bisman_ops.sandbox.airflow_local down >/dev/null 2>&1 || true
-  python -m bisman_ops.sandbox down || true
+  python -m bisman_sandbox.airflow_local down >/dev/null 2>&1 || true
+  python -m bisman_sandbox down || true
 }
 trap cleanup EXIT
 
 echo "==> ruff"
 ruff check dags include plugins tests bench
 echo "==> sandbox up"
-python -m bisman_ops.sandbox up
+python -m bisman_sandbox up
 echo "==> pytest"
 python -m pytest "$@"

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from bisman_ops import app_api, config
-from bisman_ops.sandbox import app_server
-from bisman_ops.sandbox.context import SandboxContext
-from bisman_ops.sandbox.launcher import up as sandbox_up
+from bisman_sandbox import app_server
+from bisman_sandbox.context import SandboxContext
+from bisman_sandbox.launcher import up as sandbox_up
 
 pytestmark = pytest.mark.sandbox
 

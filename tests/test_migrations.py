@@ -14,8 +14,8 @@ import pytest
 
 from bisman_ops import migrations
 from bisman_ops.migrations import MigrationError
-from bisman_ops.sandbox import context, postgres
-from bisman_ops.sandbox.context import SandboxContext
+from bisman_sandbox import context, postgres
+from bisman_sandbox.context import SandboxContext
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bisman_ops.sandbox import launcher
-from bisman_ops.sandbox.airflow_local import AirflowClient, AirflowLocal
-from bisman_ops.sandbox.context import SandboxContext
+from bisman_sandbox import launcher
+from bisman_sandbox.airflow_local import AirflowClient, AirflowLocal
+from bisman_sandbox.context import SandboxContext
 
 
 @pytest.fixture(scope="session")

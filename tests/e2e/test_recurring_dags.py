@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from bisman_ops import messaging
-from bisman_ops.sandbox import postgres, sinks
-from bisman_ops.sandbox.process import SandboxError
+from bisman_sandbox import postgres, sinks
+from bisman_sandbox.process import SandboxError
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -184,7 +184,7 @@ def test_trial_expiry_downgrades_the_ended_trial_and_mails_it_once(dags_ready, d
 
 
 def test_weekly_audit_writes_its_report_to_s3_and_mails_the_team(dags_ready, dsn, sandbox):
-    from bisman_ops.sandbox import aws
+    from bisman_sandbox import aws
 
     airflow = dags_ready
     run_at = datetime.now(UTC)

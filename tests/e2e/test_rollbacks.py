@@ -11,7 +11,7 @@ import pytest
 
 from bisman_ops import change_lock
 from bisman_ops.rollback import database as db_rollback
-from bisman_ops.sandbox import aws, pgbouncer, sinks
+from bisman_sandbox import aws, pgbouncer, sinks
 from tests.rollback.conftest import make_infra_repo, world
 
 APP = "bisman_rollback_application"

@@ -16,10 +16,10 @@ import pytest
 
 from bisman_ops import change_lock
 from bisman_ops.naming import ResourceNames
-from bisman_ops.sandbox import aws as sandbox_aws
-from bisman_ops.sandbox import replica_lag_publisher, sinks
-from bisman_ops.sandbox.process import SandboxError
-from bisman_ops.sandbox.rollout_conf import rollout_conf
+from bisman_sandbox import aws as sandbox_aws
+from bisman_sandbox import replica_lag_publisher, sinks
+from bisman_sandbox.process import SandboxError
+from bisman_sandbox.rollout_conf import rollout_conf
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -184,7 +184,7 @@ def test_plan_replacing_the_database_is_flagged_first_and_rejecting_it_applies_n
 
 
 def _backend_state(sandbox) -> str:
-    from bisman_ops.sandbox.terraform_workspace import backend_dir
+    from bisman_sandbox.terraform_workspace import backend_dir
 
     files = sorted(p for p in backend_dir(sandbox).rglob("*") if p.is_file() and "tfstate" in p.name)
     return "".join(p.read_text() for p in files)

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from bisman_ops.recurring import db
-from bisman_ops.sandbox import aws, pgbouncer, postgres, sinks, stripe_emulator
-from bisman_ops.sandbox.context import HOST, SandboxContext
+from bisman_sandbox import aws, pgbouncer, postgres, sinks, stripe_emulator
+from bisman_sandbox.context import HOST, SandboxContext
 
 # Each test module gets its own block of tenant ids, far above the seed's.
 _ID_BLOCKS = itertools.count(1)

@@ -13,7 +13,7 @@ import pytest
 
 from bisman_ops import messaging
 from bisman_ops.recurring import db, notices, quota_alerts, tasks, usage_aggregation
-from bisman_ops.sandbox import sinks
+from bisman_sandbox import sinks
 
 from .conftest import rows
 

@@ -9,7 +9,7 @@ import pytest
 
 from bisman_ops.recurring import notices, stripe_billing, trial_expiry
 from bisman_ops.recurring.stripe_billing import StripeUnavailable
-from bisman_ops.sandbox import context, sinks, stripe_emulator
+from bisman_sandbox import context, sinks, stripe_emulator
 
 from .conftest import rows
 

@@ -10,7 +10,7 @@ import pytest
 
 from bisman_ops import naming
 from bisman_ops.recurring import weekly_audit
-from bisman_ops.sandbox import aws, stripe_emulator
+from bisman_sandbox import aws, stripe_emulator
 
 SERVICES = ("rds", "ec2", "wafv2", "elbv2", "secretsmanager", "acm", "s3")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bisman_ops.sandbox import aws, pgbouncer, postgres, terraform_workspace
-from bisman_ops.sandbox.context import SandboxContext
+from bisman_sandbox import aws, pgbouncer, postgres, terraform_workspace
+from bisman_sandbox.context import SandboxContext
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_TF = ROOT / "include" / "sandbox" / "terraform" / "main.tf.json"
@@ -149,8 +149,8 @@ def make_infra_repo(root: Path, ctx) -> dict:
     current = git(root, "rev-parse", "HEAD")
 
     shutil.copy(terraform_workspace.workspace_dir(ctx) / "sandbox.auto.tfvars.json", infra)
-    from bisman_ops.sandbox.rollout_conf import rollout_conf
     from bisman_ops.terraform import Terraform
+    from bisman_sandbox.rollout_conf import rollout_conf
 
     conf = rollout_conf(ctx)
     tf = Terraform(

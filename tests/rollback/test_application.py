@@ -6,7 +6,7 @@ import pytest
 
 from bisman_ops.rollback import RollbackRefused
 from bisman_ops.rollback import application as app
-from bisman_ops.sandbox import aws
+from bisman_sandbox import aws
 
 N = aws.names()
 SERVICE = N.ecs_service_name

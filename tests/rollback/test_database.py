@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from bisman_ops.rollback import RollbackFailed, RollbackRefused
 from bisman_ops.rollback import database as db
-from bisman_ops.sandbox import aws, pgbouncer
+from bisman_sandbox import aws, pgbouncer
 from tests.rollback.conftest import primary_dsn
 
 N = aws.names()

@@ -9,7 +9,7 @@ import pytest
 
 from bisman_ops.rollback import RollbackFailed, RollbackRefused
 from bisman_ops.rollback import infrastructure as infra
-from bisman_ops.sandbox import terraform_workspace
+from bisman_sandbox import terraform_workspace
 from tests.rollback.conftest import git, make_infra_repo
 
 

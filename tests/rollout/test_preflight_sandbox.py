@@ -10,10 +10,10 @@ import pytest
 from bisman_ops.naming import ResourceNames
 from bisman_ops.rollout import preflight
 from bisman_ops.rollout.gates import GateFailed
-from bisman_ops.sandbox import aws, sinks
-from bisman_ops.sandbox import context as sc
-from bisman_ops.sandbox.context import HOST, SandboxContext
-from bisman_ops.sandbox.launcher import up as sandbox_up
+from bisman_sandbox import aws, sinks
+from bisman_sandbox import context as sc
+from bisman_sandbox.context import HOST, SandboxContext
+from bisman_sandbox.launcher import up as sandbox_up
 
 
 @pytest.fixture(scope="module")

@@ -95,8 +95,8 @@ def test_unbuilt_phase_is_reported_as_such_and_secrets_never_appear():
 
 @pytest.fixture(scope="module")
 def ctx():
-    from bisman_ops.sandbox.context import SandboxContext
-    from bisman_ops.sandbox.launcher import up
+    from bisman_sandbox.context import SandboxContext
+    from bisman_sandbox.launcher import up
 
     c = SandboxContext.from_env()
     up(c)
@@ -108,7 +108,7 @@ def test_team_notifier_reaches_mail_and_slack_naming_what_failed_without_secrets
     import types
 
     from bisman_ops.notifiers import TeamNotifier
-    from bisman_ops.sandbox import launcher, sinks
+    from bisman_sandbox import launcher, sinks
 
     for key, value in launcher.airflow_connection_env(ctx).items():
         monkeypatch.setenv(key, value)

@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from bisman_ops import app_tokens, config
-from bisman_ops.sandbox import app_server, aws, context, pgbouncer, postgres, redis
-from bisman_ops.sandbox.context import SandboxContext
-from bisman_ops.sandbox.process import wait_until
+from bisman_sandbox import app_server, aws, context, pgbouncer, postgres, redis
+from bisman_sandbox.context import SandboxContext
+from bisman_sandbox.process import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 HTTP_TIMEOUT = 10

@@ -18,9 +18,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bisman_ops import aws_clients, config
-from bisman_ops.sandbox import aws, context, replica_lag_publisher
-from bisman_ops.sandbox.context import SandboxContext
-from bisman_ops.sandbox.process import stop_process, wait_until
+from bisman_sandbox import aws, context, replica_lag_publisher
+from bisman_sandbox.context import SandboxContext
+from bisman_sandbox.process import stop_process, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 N = aws.names()

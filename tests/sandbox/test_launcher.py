@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from bisman_ops.sandbox import launcher
-from bisman_ops.sandbox.context import SandboxContext
-from bisman_ops.sandbox.process import pid_alive, port_open, read_pid
+from bisman_sandbox import launcher
+from bisman_sandbox.context import SandboxContext
+from bisman_sandbox.process import pid_alive, port_open, read_pid
 
 pytestmark = pytest.mark.sandbox
 
@@ -88,7 +88,7 @@ def test_connections_cover_every_service_the_dags_use(private_ctx):
 
 
 def test_terraform_workspace_has_history_and_shares_state_with_a_clean_checkout(private_ctx, tmp_path):
-    from bisman_ops.sandbox import terraform_workspace as tw
+    from bisman_sandbox import terraform_workspace as tw
 
     settings = tw.settings(private_ctx)
     env = {**os.environ, **settings}
@@ -123,7 +123,7 @@ def test_terraform_workspace_has_history_and_shares_state_with_a_clean_checkout(
 
 
 def test_a_state_folder_survives_a_change_of_ports(private_ctx):
-    from bisman_ops.sandbox import postgres
+    from bisman_sandbox import postgres
 
     launcher.down(private_ctx)
     moved = SandboxContext(state_dir=private_ctx.state_dir,

@@ -9,9 +9,9 @@ import requests
 import yaml
 
 from bisman_ops import config
-from bisman_ops.sandbox import monitoring, sinks
-from bisman_ops.sandbox.context import SandboxContext
-from bisman_ops.sandbox.process import SandboxError, pid_alive, port_open, read_pid, wait_until
+from bisman_sandbox import monitoring, sinks
+from bisman_sandbox.context import SandboxContext
+from bisman_sandbox.process import SandboxError, pid_alive, port_open, read_pid, wait_until
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(180)]
 

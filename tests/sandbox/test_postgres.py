@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from bisman_ops import config, migrations
-from bisman_ops.sandbox import context, postgres
-from bisman_ops.sandbox.context import SandboxContext
-from bisman_ops.sandbox.process import port_open, read_pid, wait_until
+from bisman_sandbox import context, postgres
+from bisman_sandbox.context import SandboxContext
+from bisman_sandbox.process import port_open, read_pid, wait_until
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(180)]
 

@@ -11,9 +11,9 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from bisman_ops import config
-from bisman_ops.sandbox import redis
-from bisman_ops.sandbox.context import HOST, REDIS_MASTER_NAME, SandboxContext
-from bisman_ops.sandbox.process import pid_alive, port_open, read_pid, stop_process, wait_until
+from bisman_sandbox import redis
+from bisman_sandbox.context import HOST, REDIS_MASTER_NAME, SandboxContext
+from bisman_sandbox.process import pid_alive, port_open, read_pid, stop_process, wait_until
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(180)]
 

@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from bisman_ops import config
-from bisman_ops.sandbox import sinks
-from bisman_ops.sandbox.context import HOST, SandboxContext
-from bisman_ops.sandbox.process import pid_alive, port_open, read_pid
+from bisman_sandbox import sinks
+from bisman_sandbox.context import HOST, SandboxContext
+from bisman_sandbox.process import pid_alive, port_open, read_pid
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]
 

@@ -12,8 +12,8 @@ import pytest
 import stripe
 
 from bisman_ops import config
-from bisman_ops.sandbox import stripe_emulator
-from bisman_ops.sandbox.context import SandboxContext
+from bisman_sandbox import stripe_emulator
+from bisman_sandbox.context import SandboxContext
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]
 
@@ -211,7 +211,7 @@ def test_connection_points_at_the_emulator_with_the_sandbox_key(ctx):
 
 
 def test_up_twice_keeps_the_running_process(ctx):
-    from bisman_ops.sandbox.process import read_pid
+    from bisman_sandbox.process import read_pid
 
     pid = read_pid(ctx, "stripe")
     stripe_emulator.up(ctx)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bisman_ops.sandbox import terraform_standin
-from bisman_ops.sandbox.context import SandboxContext
+from bisman_sandbox import terraform_standin
+from bisman_sandbox.context import SandboxContext
 
 TERRAFORM = str(terraform_standin.TERRAFORM_BIN)
 CONFIG = terraform_standin.SANDBOX_CONFIG_DIR / "main.tf.json"

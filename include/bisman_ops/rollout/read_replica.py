@@ -342,16 +342,16 @@ class SandboxReplicaControl(RdsRebootControl):
     name: str = "sandbox"
 
     def take_down(self) -> dict[str, Any]:
-        from bisman_ops.sandbox import postgres
-        from bisman_ops.sandbox.context import SandboxContext
+        from bisman_sandbox import postgres
+        from bisman_sandbox.context import SandboxContext
 
         done = super().take_down()
         postgres.stop_replica(SandboxContext.from_env())
         return {**done, "control": self.name, "local_replica": "stopped"}
 
     def restore(self) -> dict[str, Any]:
-        from bisman_ops.sandbox import postgres
-        from bisman_ops.sandbox.context import SandboxContext
+        from bisman_sandbox import postgres
+        from bisman_sandbox.context import SandboxContext
 
         postgres.start_replica(SandboxContext.from_env())  # returns once it streams again
         done = super().restore()

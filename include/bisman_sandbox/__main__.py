@@ -1,0 +1,5 @@
+import sys
+
+from bisman_sandbox.launcher import main
+
+sys.exit(main())

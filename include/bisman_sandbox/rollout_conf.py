@@ -1,0 +1,31 @@
+"""The conf the run script triggers ``bisman_rollout`` with: the form as an operator would fill it
+for the sandbox. ``python -m bisman_sandbox.rollout_conf`` prints it as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from bisman_sandbox import context
+from bisman_sandbox.context import SandboxContext
+
+
+def rollout_conf(ctx: SandboxContext) -> dict:
+    from bisman_sandbox.aws import SANDBOX_DOMAIN
+    from bisman_sandbox.terraform_workspace import workspace_dir
+
+    return {
+        "environment": context.ENVIRONMENT,
+        "project_name": context.PROJECT_NAME,
+        "aws_region": context.AWS_REGION,
+        "db_instance_class": "db.r6g.large",
+        "redis_node_type": "cache.r6g.large",
+        "app_image": "bisman-erp:sandbox-2",
+        "domain_name": SANDBOX_DOMAIN,
+        "terraform_dir": str(workspace_dir(ctx)),
+    }
+
+
+if __name__ == "__main__":
+    json.dump(rollout_conf(SandboxContext.from_env()), sys.stdout)
+    sys.exit(0)
