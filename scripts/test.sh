@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite from nothing: set up, start the sandbox (its own state folder and ports, so a
 # running rehearsal is left alone), lint, run pytest, stop everything it started. Exits non-zero on
-# any failure. Extra arguments go to pytest.
+# any failure. Extra arguments go to pytest: `bash scripts/test.sh -m "not e2e"` is the fast tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,5 +21,7 @@ echo "==> ruff"
 ruff check dags include plugins tests bench
 echo "==> sandbox up"
 python -m bisman_sandbox up
+echo "==> Airflow metadata database (PostgreSQL)"
+python -m bisman_sandbox.airflow_local db
 echo "==> pytest"
 python -m pytest "$@"

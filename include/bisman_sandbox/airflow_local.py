@@ -1,8 +1,16 @@
-"""A local Airflow for the sandbox: ``airflow standalone`` configured by environment variables,
-plus a small REST client to trigger runs and answer approvals the way the UI does.
+"""A local Airflow for the sandbox, run as its real components: ``api-server``, ``scheduler``,
+``dag-processor`` and ``triggerer`` (plus Celery workers with ``BISMAN_AIRFLOW_EXECUTOR=CeleryExecutor``),
+each a process started and stopped by PID, on a PostgreSQL metadata database of its own
+(``bisman_sandbox.airflow_metadata``), configured by environment variables only. Also a small REST
+client to trigger runs and answer approvals the way the UI does.
 
     python -m bisman_sandbox.airflow_local up|down|status
+    python -m bisman_sandbox.airflow_local db      # the metadata database alone, migrated
     python -m bisman_sandbox.airflow_local trigger DAG_ID [--conf JSON]
+
+Ports, from ``BISMAN_AIRFLOW_PORT`` (P, default 8080): P the API and UI, P+1 the worker log server,
+P+2 the triggerer's log server, P+3 the scheduler's health check, P+4 the metadata database,
+P+5 the Celery broker (Redis), P+6... the Celery workers' log servers.
 """
 
 from __future__ import annotations
@@ -11,17 +19,18 @@ import argparse
 import json
 import os
 import secrets
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bisman_sandbox.context import HOST, PROJECT_ROOT
+from bisman_sandbox.airflow_metadata import MetadataDatabase, keys
+from bisman_sandbox.context import HOST, PROJECT_ROOT, SandboxContext
 from bisman_sandbox.process import (
     SandboxError,
-    pid_alive,
+    is_running,
     port_open,
-    read_pid,
     start_process,
     stop_process,
     wait_until,
@@ -29,17 +38,30 @@ from bisman_sandbox.process import (
 
 ADMIN_USER = "admin"
 TIMEOUT = 10  # seconds, every REST call
+MIGRATE_TIMEOUT_S = 600
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+EXECUTORS = ("LocalExecutor", "CeleryExecutor")
 
 
 @dataclass(frozen=True)
 class AirflowLocal:
     home: Path
     port: int
+    executor: str = "LocalExecutor"
+    celery_workers: int = 2
 
     @classmethod
     def from_env(cls) -> AirflowLocal:
         home = Path(os.environ.get("AIRFLOW_HOME", PROJECT_ROOT / ".airflow" / "run")).resolve()
-        return cls(home=home, port=int(os.environ.get("BISMAN_AIRFLOW_PORT", "8080")))
+        executor = os.environ.get("BISMAN_AIRFLOW_EXECUTOR", "LocalExecutor")
+        if executor not in EXECUTORS:
+            raise SandboxError(f"BISMAN_AIRFLOW_EXECUTOR={executor!r}: expected one of "
+                               f"{', '.join(EXECUTORS)}")
+        workers = os.environ.get("BISMAN_AIRFLOW_CELERY_WORKERS", "2")
+        if not workers.isdigit() or int(workers) < 1:
+            raise SandboxError(f"BISMAN_AIRFLOW_CELERY_WORKERS={workers!r}: expected a whole number >= 1")
+        return cls(home=home, port=int(os.environ.get("BISMAN_AIRFLOW_PORT", "8080")), executor=executor,
+                   celery_workers=int(workers))
 
     @property
     def url(self) -> str:
@@ -49,29 +71,60 @@ class AirflowLocal:
     def password_file(self) -> Path:
         return self.home / "simple_auth_manager_passwords.json.generated"
 
+    @property
+    def metadata(self) -> MetadataDatabase:
+        return MetadataDatabase(self.home, self.port + 4)
+
+    @property
+    def broker_port(self) -> int:
+        return self.port + 5
+
+    def worker_names(self) -> list[str]:
+        if self.executor != "CeleryExecutor":
+            return []
+        return [f"worker{i}" for i in range(1, self.celery_workers + 1)]
+
+    def ports(self) -> list[int]:
+        return list(range(self.port, self.port + 6 + len(self.worker_names())))
+
     def password(self) -> str:
         """The admin password: generated once, kept in the git-ignored Airflow home."""
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.password_file.exists():
-            self.password_file.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
-            self.password_file.chmod(0o600)
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({ADMIN_USER: secrets.token_urlsafe(12)}, f)
         return json.loads(self.password_file.read_text())[ADMIN_USER]
+
+    def database_environment(self) -> dict[str, str]:
+        """What any Airflow process (a component, ``airflow db migrate``, a test calling
+        ``dag.test()``) needs to reach the metadata database."""
+        return {
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata.sqlalchemy_url(),
+            "AIRFLOW__CORE__FERNET_KEY": keys(self.home)["fernet_key"],
+        }
 
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """Airflow's configuration, all of it by environment variables."""
         self.home.mkdir(parents=True, exist_ok=True)
+        shared = keys(self.home)
         env = {
-            "AIRFLOW_HOME": str(self.home),
+            **self.database_environment(),
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
             # A 2-core machine: a few task processes at once, not Airflow's default of 32.
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.password_file),
+            # One secret for every component that signs or checks a token (API server, scheduler,
+            # workers): generated once per Airflow home, never printed.
+            "AIRFLOW__API_AUTH__JWT_SECRET": shared["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": shared["api_secret_key"],
             "AIRFLOW__API__HOST": HOST,
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__WORKERS": "1",
@@ -86,30 +139,80 @@ class AirflowLocal:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.port + 3),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": HOST,
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            # standalone starts its components as `airflow ...` from PATH.
             "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(PROJECT_ROOT / "include"), os.environ.get("PYTHONPATH", "")) if p
             ),
         }
+        if self.executor == "CeleryExecutor":
+            env["AIRFLOW__CELERY__BROKER_URL"] = f"redis://{HOST}:{self.broker_port}/0"
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.metadata.sqlalchemy_url().replace(
+                "postgresql+psycopg2", "postgresql", 1)
         env.update(extra or {})
         return env
 
-    # -- process -------------------------------------------------------------------------------
+    # -- processes -----------------------------------------------------------------------------
+    @property
+    def _processes(self) -> SandboxContext:
+        return SandboxContext(state_dir=self.home / "processes")
+
+    def _airflow(self, *args: str) -> list[str]:
+        return [str(Path(sys.executable).with_name("airflow")), *args]
+
     def up(self, extra_env: dict[str, str] | None = None, timeout: float = 180) -> None:
-        ctx = _ctx_for(self)
         self.password()
-        if not _running(ctx):
-            taken = [p for p in range(self.port, self.port + 4) if port_open(p)]
+        running = [c for c in (*COMPONENTS, *self.worker_names()) if is_running(self._processes, c)]
+        if not running:
+            taken = [p for p in self.ports() if port_open(p)]
             if taken:
                 raise SandboxError(f"ports {taken} are taken by another process; Airflow needs "
-                                   f"{self.port}-{self.port + 3}: set BISMAN_AIRFLOW_PORT")
-            airflow = str(Path(sys.executable).with_name("airflow"))
-            start_process(ctx, "airflow", [airflow, "standalone"], env=self.environment(extra_env))
+                                   f"{self.ports()[0]}-{self.ports()[-1]}: set BISMAN_AIRFLOW_PORT")
+        self.metadata.up()
+        env = self.environment(extra_env)
+        self.migrate(env)
+        if self.executor == "CeleryExecutor":
+            self._start_broker()
+        for component in COMPONENTS:
+            start_process(self._processes, component, self._airflow(component), env=env)
+        for i, name in enumerate(self.worker_names()):
+            worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port + 6 + i)}
+            start_process(self._processes, name,
+                          self._airflow("celery", "worker", "--hostname", f"{name}@{HOST}",
+                                        "--concurrency", "2"), env=worker_env)
         wait_until(self.healthy, timeout=timeout, what=f"Airflow at {self.url}", interval=1)
 
+    def migrate(self, env: dict[str, str] | None = None) -> None:
+        """``airflow db migrate``: creates the schema on first use, a quick no-op after."""
+        env = env or self.environment()
+        try:
+            done = subprocess.run(self._airflow("db", "migrate"), env={**os.environ, **env},
+                                  capture_output=True, text=True, timeout=MIGRATE_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise SandboxError(f"airflow db migrate did not finish within {MIGRATE_TIMEOUT_S} s") from exc
+        if done.returncode != 0:
+            raise SandboxError(f"airflow db migrate failed (exit {done.returncode}): {done.stderr[-1500:]}")
+
+    def _start_broker(self) -> None:
+        start_process(self._processes, "celery-broker",
+                      ["redis-server", "--bind", HOST, "--port", str(self.broker_port), "--save", "",
+                       "--appendonly", "no", "--protected-mode", "yes"])
+        wait_until(lambda: port_open(self.broker_port), timeout=30,
+                   what=f"Celery broker on {HOST}:{self.broker_port}")
+
+    def stop_worker(self, name: str) -> bool:
+        """Stop one Celery worker (the others go on)."""
+        return stop_process(self._processes, name, timeout=30)
+
     def down(self) -> bool:
-        return stop_process(_ctx_for(self), "airflow", timeout=30)
+        """Stop every process this home started (whatever executor it was started with), workers
+        first, then the components, the broker and the metadata database."""
+        recorded = {p.stem for p in (self.home / "processes" / "pids").glob("*.pid")}
+        order = [*sorted(recorded - {*COMPONENTS, "celery-broker"}), *reversed(COMPONENTS), "celery-broker"]
+        stopped = False
+        for name in order:
+            if name in recorded:
+                stopped |= stop_process(self._processes, name, timeout=30)
+        return self.metadata.down() or stopped
 
     def healthy(self) -> bool:
         import requests
@@ -128,17 +231,6 @@ class AirflowLocal:
 
     def client(self) -> AirflowClient:
         return AirflowClient(self.url, ADMIN_USER, self.password())
-
-
-def _ctx_for(af: AirflowLocal):
-    from bisman_sandbox.context import SandboxContext
-
-    return SandboxContext(state_dir=af.home)
-
-
-def _running(ctx) -> bool:
-    pid = read_pid(ctx, "airflow")
-    return pid is not None and pid_alive(pid)
 
 
 class AirflowClient:
@@ -223,16 +315,32 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up")
     sub.add_parser("down")
     sub.add_parser("status")
+    sub.add_parser("db")
     trig = sub.add_parser("trigger")
     trig.add_argument("dag_id")
     trig.add_argument("--conf", default="{}")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except SandboxError as exc:
+        print(f"airflow_local {args.command} failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     af = AirflowLocal.from_env()
     if args.command == "up":
         from bisman_sandbox.launcher import airflow_connection_env
 
+        started = time.monotonic()
         af.up(extra_env=airflow_connection_env())
+        print(f"Airflow ({af.executor}, {', '.join((*COMPONENTS, *af.worker_names()))}) healthy in "
+              f"{time.monotonic() - started:.0f} s; metadata on PostgreSQL at {HOST}:{af.metadata.port}")
         print(f"Airflow UI: {af.url}  (user {ADMIN_USER}, password in {af.password_file})")
+    elif args.command == "db":
+        af.metadata.up()
+        af.migrate()
+        print(f"Airflow's metadata database migrated, on PostgreSQL at {HOST}:{af.metadata.port}")
     elif args.command == "down":
         print("Airflow stopped" if af.down() else "Airflow was not running")
     elif args.command == "status":

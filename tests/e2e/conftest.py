@@ -1,5 +1,5 @@
-"""End-to-end fixtures: the sandbox and a real Airflow (``airflow standalone``) whose connections
-point at it. DAG runs are triggered and approvals answered through the REST API, as in the UI."""
+"""End-to-end fixtures: the sandbox and a real Airflow (api-server, scheduler, dag-processor and
+triggerer on a PostgreSQL metadata database), once per session, whose connections point at it. DAG runs are triggered and approvals answered through the REST API, as in the UI."""
 
 from __future__ import annotations
 
