@@ -20,7 +20,8 @@ from typing import Any
 
 import requests
 
-from bisman_ops import aws_clients, config, naming
+from bisman_ops import config, naming
+from bisman_ops.clients import aws as aws_client
 from bisman_sandbox import context, replica_lag_publisher
 from bisman_sandbox.context import HOST, SandboxContext
 from bisman_sandbox.process import (
@@ -195,7 +196,9 @@ def healthy(ctx: SandboxContext) -> bool:
 def settings(ctx: SandboxContext) -> dict[str, str]:
     """moto's ECS never lists tasks of a service: the application rollback checks the service's
     own counts instead, and says so in its report."""
-    return {"BISMAN_ECS_TASKS_LISTED": "false"}
+    return {"BISMAN_ECS_TASKS_LISTED": "false",
+            # The deployment the sandbox's Airflow operates (bisman_ops.config.deployment).
+            "BISMAN_PROJECT_NAME": context.PROJECT_NAME, "BISMAN_ENVIRONMENT": context.ENVIRONMENT}
 
 
 def connections(ctx: SandboxContext) -> dict[str, dict]:
@@ -224,7 +227,7 @@ def _client(url: str, service: str) -> Any:
         aws_secret_access_key=FAKE_SECRET_ACCESS_KEY,
         region_name=context.AWS_REGION,
     )
-    return session.client(service, endpoint_url=url, config=aws_clients.botocore_config(endpoint_url=url))
+    return session.client(service, endpoint_url=url, config=aws_client.botocore_config(endpoint_url=url))
 
 
 def _moto_argv(ctx: SandboxContext) -> list[str]:

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import boto3
 
-    from bisman_ops import aws_clients
+    from bisman_ops.clients import aws as aws_client
     from bisman_sandbox import aws
 
     cloudwatch = boto3.session.Session(
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     ).client(
         "cloudwatch",
         endpoint_url=args.moto_url,
-        config=aws_clients.botocore_config(endpoint_url=args.moto_url),
+        config=aws_client.botocore_config(endpoint_url=args.moto_url),
     )
     log.info("publishing %s/%s for %s every %.0f s", NAMESPACE, METRIC_NAME, args.replica_id, args.interval)
     publishing: bool | None = None

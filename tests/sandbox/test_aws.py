@@ -17,7 +17,8 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
-from bisman_ops import aws_clients, config
+from bisman_ops import config
+from bisman_ops.clients import aws as aws_client
 from bisman_sandbox import aws, context, replica_lag_publisher
 from bisman_sandbox.context import SandboxContext
 from bisman_sandbox.process import stop_process, wait_until
@@ -330,11 +331,11 @@ def test_client_from_airflow_env_connection_reaches_moto_with_one_attempt(ctx, r
     )
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
-    sm = aws_clients.client_from_connection("secretsmanager")
+    sm = aws_client.client("secretsmanager")
     assert sm.meta.endpoint_url == ctx.url("moto")
     assert sm.meta.region_name == "us-east-1"
     assert sm.meta.config.retries["total_max_attempts"] == 1
-    assert sm.meta.config.connect_timeout == aws_clients.CONNECT_TIMEOUT_S
+    assert sm.meta.config.connect_timeout == aws_client.CONNECT_TIMEOUT_S
     assert sm.describe_secret(SecretId=N.app_secret_name)["ARN"] == res.app_secrets_arn
 
 
@@ -342,9 +343,9 @@ def test_connection_config_kwargs_override_the_default_timeouts(ctx, monkeypatch
     conn = aws.connections(ctx)[config.AWS_CONN_ID]
     conn["extra"]["config_kwargs"] = {"read_timeout": 7}
     monkeypatch.setenv(f"AIRFLOW_CONN_{config.AWS_CONN_ID.upper()}", json.dumps(conn))
-    cfg = aws_clients.client_from_connection("sts").meta.config
+    cfg = aws_client.client("sts").meta.config
     assert cfg.read_timeout == 7
-    assert cfg.connect_timeout == aws_clients.CONNECT_TIMEOUT_S
+    assert cfg.connect_timeout == aws_client.CONNECT_TIMEOUT_S
 
 
 class AlwaysFails(BaseHTTPRequestHandler):
@@ -368,15 +369,17 @@ def test_client_against_a_custom_endpoint_sends_a_failing_request_only_once(monk
     server = ThreadingHTTPServer(("127.0.0.1", 0), AlwaysFails)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        sts = aws_clients.client(
-            "sts", region="us-east-1", endpoint_url=f"http://127.0.0.1:{server.server_port}"
-        )
+        monkeypatch.setenv("AIRFLOW_CONN_FAILING_AWS", json.dumps({
+            "conn_type": "aws",
+            "extra": {"endpoint_url": f"http://127.0.0.1:{server.server_port}", "region_name": "us-east-1"},
+        }))
+        sts = aws_client.client("sts", "failing_aws")
         with pytest.raises(ClientError, match="InternalFailure"):
             sts.get_caller_identity()
     finally:
         server.shutdown()
     assert AlwaysFails.requests == 1
-    assert aws_clients.botocore_config(endpoint_url=None).retries["total_max_attempts"] > 1
+    assert aws_client.botocore_config(endpoint_url=None).retries["total_max_attempts"] > 1
 
 
 def test_up_reseeds_a_restarted_moto(ctx):

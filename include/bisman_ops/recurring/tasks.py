@@ -7,7 +7,7 @@ import logging
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
-from bisman_ops import messaging, naming
+from bisman_ops import config, messaging
 from bisman_ops.recurring import claims, db, notices, quota_alerts, trial_expiry, usage_aggregation
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def aggregate_usage(data_interval_start: datetime | None, data_interval_end: dat
         end = datetime.now(UTC)
         data_interval_start, data_interval_end = end - timedelta(days=1), end
     day = usage_aggregation.day_for_interval(data_interval_start, data_interval_end)
-    with db.connect(db.app_db_uri(), application_name="bisman_daily_usage_aggregation") as conn:
+    with db.connect_app(application_name="bisman_daily_usage_aggregation") as conn:
         result = usage_aggregation.aggregate_day(conn, day)
     log.info("aggregated %s: %s", day, result)
     return _jsonable(result)
@@ -43,14 +43,14 @@ def expire_trials(as_of: datetime | None) -> dict:
 
     as_of = run_time(as_of)
     client = stripe_billing.client_from_connection()
-    with db.connect(db.app_db_uri(), application_name="bisman_trial_expiry") as conn:
+    with db.connect_app(application_name="bisman_trial_expiry") as conn:
         result = trial_expiry.expire_trials(conn, client, as_of)
     log.info("trials at %s: %s", as_of, result)
     return _jsonable(result)
 
 
 def mail_trial_notices() -> dict:
-    with db.connect(db.app_db_uri(), application_name="bisman_trial_expiry") as conn:
+    with db.connect_app(application_name="bisman_trial_expiry") as conn:
         result = trial_expiry.notify(conn, notices.send_trial_notice)
     if result.failed:
         raise RecurringJobError(
@@ -59,11 +59,14 @@ def mail_trial_notices() -> dict:
     return _jsonable(result)
 
 
-def send_quota_alerts(as_of: datetime | None, run_id: str, thresholds) -> dict:
+def send_quota_alerts(as_of: datetime | None, run_id: str, thresholds, *,
+                      previous: datetime | None = None) -> dict:
+    """``previous``: when the previous successful run evaluated (the periods ended since are
+    evaluated too)."""
     as_of = run_time(as_of)
-    with db.connect(db.app_db_uri(), application_name="bisman_quota_alerts") as conn:
+    with db.connect_app(application_name="bisman_quota_alerts") as conn:
         result = quota_alerts.send_alerts(conn, as_of, notices.send_quota_alert, run_id=run_id,
-                                          thresholds=thresholds)
+                                          thresholds=thresholds, previous=previous)
     log.info("quota alerts: %s", result)
     if result.failed:
         raise RecurringJobError(
@@ -73,7 +76,7 @@ def send_quota_alerts(as_of: datetime | None, run_id: str, thresholds) -> dict:
 
 
 def send_quota_team_summary(run_id: str, since: datetime) -> dict:
-    with db.connect(db.app_db_uri(), application_name="bisman_quota_alerts") as conn:
+    with db.connect_app(application_name="bisman_quota_alerts") as conn:
         alerts = quota_alerts.alerts_of_run(conn, run_id, since)
         if not alerts:
             return {"alerts": 0, "email": False, "slack": False}
@@ -88,12 +91,12 @@ def send_quota_team_summary(run_id: str, since: datetime) -> dict:
     return {"alerts": len(alerts), "email": email, "slack": slack}
 
 
-def run_weekly_audit(run_at: datetime | None, project_name: str, environment: str) -> dict:
-    from bisman_ops import aws_clients
+def run_weekly_audit(run_at: datetime | None) -> dict:
+    from bisman_ops.clients import aws as aws_client
     from bisman_ops.recurring import stripe_billing, weekly_audit
 
-    names = naming.ResourceNames(project_name, environment)
-    aws = {s: aws_clients.client_from_connection(s)
+    names = config.deployment()  # the deployment's own configuration, never a form default
+    aws = {s: aws_client.client(s)
            for s in ("rds", "ec2", "wafv2", "elbv2", "secretsmanager", "acm", "s3")}
 
     def announce(report, uris) -> None:
@@ -106,7 +109,7 @@ def run_weekly_audit(run_at: datetime | None, project_name: str, environment: st
                              f"[bisman-ops] weekly audit {report.week}: {s['security_findings']} security, "
                              f"{s['stripe_mismatches']} billing finding(s)", body)
 
-    with db.connect(db.app_db_uri(), application_name="bisman_weekly_audit") as conn:
+    with db.connect_app(application_name="bisman_weekly_audit") as conn:
         result = weekly_audit.run_audit(conn, stripe_billing.client_from_connection(), aws,
                                         bucket=names.state_bucket, alb_name=names.alb_name,
                                         run_at=run_time(run_at), announce=announce)

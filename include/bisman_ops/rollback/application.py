@@ -17,6 +17,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bisman_ops.clients.aws import error_code
 from bisman_ops.rollback import RollbackFailed, RollbackRefused, check_confirm, resource_names
 
 # "false" where ECS lists no tasks for a service (moto): verification then reads the service's counts.
@@ -24,10 +25,6 @@ TASKS_LISTED_ENV = "BISMAN_ECS_TASKS_LISTED"
 TASK_DEFINITION_REF = re.compile(r"^(?P<family>[A-Za-z0-9_-]{1,255}):(?P<revision>[0-9]{1,9})$")
 # Environment variables whose values the plan never shows, even though they are plain environment.
 _SECRET_NAME = re.compile(r"(?i)(password|passwd|secret|token|api_?key|private_?key|credential|dsn|_url$)")
-
-
-def _err_code(exc: Exception) -> str:
-    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ def describe_task_definition(ecs: Any, ref: str) -> TaskDefinitionView | None:
     try:
         return TaskDefinitionView.from_api(ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"])
     except Exception as exc:
-        if _err_code(exc) in ("ClientException", "InvalidParameterException", "ResourceNotFoundException"):
+        if error_code(exc) in ("ClientException", "InvalidParameterException", "ResourceNotFoundException"):
             return None
         raise
 
@@ -75,7 +72,7 @@ def describe_service(ecs: Any, cluster: str, service: str) -> dict | None:
     try:
         found = ecs.describe_services(cluster=cluster, services=[service])["services"]
     except Exception as exc:
-        if _err_code(exc) == "ClusterNotFoundException":
+        if error_code(exc) == "ClusterNotFoundException":
             return None
         raise
     return next((s for s in found if s.get("status") == "ACTIVE"), None)

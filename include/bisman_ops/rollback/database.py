@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bisman_ops.clients.aws import error_code
 from bisman_ops.rollback import RollbackFailed, RollbackRefused, check_confirm, resource_names
 
 ENDPOINT_OVERRIDE_ENV = "BISMAN_ROLLBACK_DB_ENDPOINT_OVERRIDE"
@@ -52,10 +53,6 @@ CONNECT_TIMEOUT_S = 5
 MAX_ID = 63
 
 
-def _err_code(exc: Exception) -> str:
-    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
-
-
 def run_stamp(run_id: str) -> str:
     """A short stable suffix per run, so retried steps derive the same names."""
     return hashlib.sha256(run_id.encode()).hexdigest()[:8]
@@ -69,7 +66,7 @@ def describe_instance(rds: Any, identifier: str) -> dict | None:
     try:
         return rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
     except Exception as exc:
-        if _err_code(exc) == "DBInstanceNotFound":
+        if error_code(exc) == "DBInstanceNotFound":
             return None
         raise
 
@@ -78,7 +75,7 @@ def describe_snapshot(rds: Any, identifier: str) -> dict | None:
     try:
         found = rds.describe_db_snapshots(DBSnapshotIdentifier=identifier)["DBSnapshots"]
     except Exception as exc:
-        if _err_code(exc) == "DBSnapshotNotFound":
+        if error_code(exc) == "DBSnapshotNotFound":
             return None
         raise
     return found[0] if found else None

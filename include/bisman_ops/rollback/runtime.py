@@ -35,9 +35,9 @@ def context() -> Any:
 
 
 def aws_client(service: str) -> Any:
-    from bisman_ops.aws_clients import client_from_connection
+    from bisman_ops.clients import aws
 
-    return client_from_connection(service)
+    return aws.client(service)
 
 
 def lease_seconds() -> float:

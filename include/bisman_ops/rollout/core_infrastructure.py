@@ -77,7 +77,9 @@ def rds_available_poke(rds: Any, identifier: str) -> Poke:
     try:
         db = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
     except Exception as exc:
-        code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
+        from bisman_ops.clients.aws import error_code
+
+        code = error_code(exc)
         if code == "DBInstanceNotFound":
             raise GateFailed(
                 f"RDS instance {identifier} (Terraform output db_instance_identifier) does not "

@@ -51,7 +51,9 @@ STRIPE_MODE = {"staging": "sk_test_", "prod": "sk_live_"}
 
 
 def _error_code(exc: Exception) -> str:
-    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
+    from bisman_ops.clients.aws import error_code
+
+    return error_code(exc)
 
 
 # -- AWS identity and permissions ---------------------------------------------------------------

@@ -89,9 +89,9 @@ def owner_of(context) -> str:
 
 
 def aws(service: str) -> Any:
-    from bisman_ops import aws_clients
+    from bisman_ops.clients import aws as aws_client
 
-    return aws_clients.client_from_connection(service, config.AWS_CONN_ID)
+    return aws_client.client(service, config.AWS_CONN_ID)
 
 
 def renew_lock(context, s: RolloutSettings) -> None:
@@ -566,7 +566,9 @@ def _s3_text(s3: Any, bucket: str, key: str) -> str | None:
     try:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     except Exception as exc:
-        if (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        from bisman_ops.clients.aws import error_code
+
+        if error_code(exc) in ("NoSuchKey", "404"):
             return None
         raise
 
