@@ -34,8 +34,20 @@ from bisman_sandbox.process import (
 )
 
 PROCESS_NAME = "moto"
-SANDBOX_ZONE = "staging.bisman.test"
-SANDBOX_DOMAIN = f"api.{SANDBOX_ZONE}"
+# Both environments are seeded, so either can be rehearsed (the rollout's form, the rollbacks).
+SEEDED_ENVIRONMENTS = ("staging", "prod")
+
+
+def zone(environment: str) -> str:
+    return f"{environment}.bisman.test"
+
+
+def domain(environment: str) -> str:
+    return f"api.{zone(environment)}"
+
+
+SANDBOX_ZONE = zone(context.ENVIRONMENT)
+SANDBOX_DOMAIN = domain(context.ENVIRONMENT)
 APP_IMAGES = ("bisman-erp:sandbox-1", "bisman-erp:sandbox-2")  # task definition revisions 1 and 2
 APP_CONTAINER_NAME = "app"
 APP_CONTAINER_PORT = 3000
@@ -76,8 +88,8 @@ _SUBNETS = {  # name suffix -> (cidr, availability zone suffix)
 }
 
 
-def names() -> naming.ResourceNames:
-    return naming.ResourceNames(context.PROJECT_NAME, context.ENVIRONMENT)
+def names(environment: str = context.ENVIRONMENT) -> naming.ResourceNames:
+    return naming.ResourceNames(context.PROJECT_NAME, environment)
 
 
 def _extra_names(n: naming.ResourceNames) -> dict[str, str]:
@@ -177,6 +189,9 @@ def up(ctx: SandboxContext) -> dict[str, str]:
             what=f"moto server on {endpoint_url(ctx)} (log: {ctx.log_dir / 'moto.log'})",
         )
     resources = seed(ctx)
+    for environment in SEEDED_ENVIRONMENTS:
+        if environment != context.ENVIRONMENT:
+            seed(ctx, environment)
     replica_lag_publisher.start(ctx, replica_id=resources.db_replica_identifier)
     return {
         "AWS (moto)": endpoint_url(ctx),
@@ -258,9 +273,10 @@ def _moto_answers(ctx: SandboxContext) -> bool:
 # --- seeding: each step finds the resource by name and creates it only when missing ---------
 
 
-def seed(ctx: SandboxContext) -> SeededResources:
-    """Create whatever is missing of the staging environment; return what is there."""
-    n = names()
+def seed(ctx: SandboxContext, environment: str = context.ENVIRONMENT) -> SeededResources:
+    """Create whatever is missing of ``environment``; return what is there."""
+    n = names(environment)
+    site = domain(environment)
     x = _extra_names(n)
     tags = _tags(n)
     ec2 = client(ctx, "ec2")
@@ -304,14 +320,14 @@ def seed(ctx: SandboxContext) -> SeededResources:
     _ensure_db_replica(rds, n, sg["db"], tags)
 
     acm = client(ctx, "acm")
-    cert_arn = _ensure_certificate(acm, SANDBOX_DOMAIN, tags)
+    cert_arn = _ensure_certificate(acm, site, tags)
     elbv2 = client(ctx, "elbv2")
     alb = _ensure_alb(elbv2, n.alb_name, public, sg["alb"], tags)
     tg_arn = _ensure_target_group(elbv2, x["target_group"], vpc_id, tags)
     wait_until(
         lambda: _certificate(acm, cert_arn)["Status"] == "ISSUED",
         timeout=STARTUP_TIMEOUT_S,
-        what=f"ACM certificate for {SANDBOX_DOMAIN} to become ISSUED",
+        what=f"ACM certificate for {site} to become ISSUED",
     )
     _ensure_listeners(elbv2, alb["LoadBalancerArn"], tg_arn, cert_arn)
     _ensure_web_acl(client(ctx, "wafv2"), n.waf_web_acl_name, alb["LoadBalancerArn"], tags)
@@ -322,14 +338,15 @@ def seed(ctx: SandboxContext) -> SeededResources:
     account_id = _account_id(ctx)
     _ensure_task_definitions(ecs, n, secret_arn, account_id, tags)
     _ensure_service(ecs, n, private, sg["app"], tg_arn, tags)
-    return seeded(ctx)
+    return seeded(ctx, environment)
 
 
-def seeded(ctx: SandboxContext) -> SeededResources:
+def seeded(ctx: SandboxContext, environment: str = context.ENVIRONMENT) -> SeededResources:
     """Read back the seeded environment; raise SandboxError if any part is missing."""
     if not _moto_answers(ctx):
         raise SandboxError(f"moto is not answering on {endpoint_url(ctx)}; start the sandbox (`up`)")
-    n = names()
+    n = names(environment)
+    site = domain(environment)
     x = _extra_names(n)
     ec2, rds, ecs, elbv2 = (client(ctx, s) for s in ("ec2", "rds", "ecs", "elbv2"))
     vpc_id = _require(_find_vpc(ec2, x["vpc"]), "VPC", x["vpc"])
@@ -357,9 +374,10 @@ def seeded(ctx: SandboxContext) -> SeededResources:
         li["Port"]: li["ListenerArn"]
         for li in elbv2.describe_listeners(LoadBalancerArn=alb["LoadBalancerArn"])["Listeners"]
     }
-    cert_arn = _require(_find_certificate(client(ctx, "acm"), SANDBOX_DOMAIN), "certificate", SANDBOX_DOMAIN)
+    cert_arn = _require(_find_certificate(client(ctx, "acm"), site), "certificate", site)
     waf = _require(_find_web_acl(client(ctx, "wafv2"), n.waf_web_acl_name), "WAF web ACL", n.waf_web_acl_name)
-    zone_id = _require(_find_hosted_zone(client(ctx, "route53"), SANDBOX_ZONE), "hosted zone", SANDBOX_ZONE)
+    zone_id = _require(_find_hosted_zone(client(ctx, "route53"), zone(environment)), "hosted zone",
+                       zone(environment))
     return SeededResources(
         account_id=_account_id(ctx),
         region=context.AWS_REGION,
@@ -391,7 +409,7 @@ def seeded(ctx: SandboxContext) -> SeededResources:
         certificate_arn=cert_arn,
         waf_web_acl_arn=waf["ARN"],
         hosted_zone_id=zone_id,
-        domain_name=SANDBOX_DOMAIN,
+        domain_name=site,
     )
 
 
@@ -798,11 +816,12 @@ def _find_hosted_zone(route53: Any, zone: str) -> str | None:
 
 
 def _ensure_dns(route53: Any, n: naming.ResourceNames, alb: dict, certificate: dict) -> None:
-    zone_id = _find_hosted_zone(route53, SANDBOX_ZONE)
+    zone_name, site = zone(n.environment), domain(n.environment)
+    zone_id = _find_hosted_zone(route53, zone_name)
     if zone_id is None:
         zone_id = route53.create_hosted_zone(
-            Name=SANDBOX_ZONE,
-            CallerReference=f"{n.prefix}-{SANDBOX_ZONE}",
+            Name=zone_name,
+            CallerReference=f"{n.prefix}-{zone_name}",
             HostedZoneConfig={"Comment": f"{n.prefix} public zone", "PrivateZone": False},
         )["HostedZone"]["Id"].split("/")[-1]
     existing = {
@@ -810,12 +829,12 @@ def _ensure_dns(route53: Any, n: naming.ResourceNames, alb: dict, certificate: d
         for r in route53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
     }
     changes = []
-    if (f"{SANDBOX_DOMAIN}.", "A") not in existing:
+    if (f"{site}.", "A") not in existing:
         changes.append(
             {
                 "Action": "CREATE",
                 "ResourceRecordSet": {
-                    "Name": SANDBOX_DOMAIN,
+                    "Name": site,
                     "Type": "A",
                     "AliasTarget": {
                         "HostedZoneId": alb["CanonicalHostedZoneId"],
@@ -881,7 +900,7 @@ def _task_definition(
         "AWS_REGION": context.AWS_REGION,
         "DB_NAME": n.db_name,
         "REDIS_SENTINEL_MASTER": context.REDIS_MASTER_NAME,
-        "PUBLIC_API_URL": f"https://{SANDBOX_DOMAIN}",
+        "PUBLIC_API_URL": f"https://{domain(n.environment)}",
     }
     return {
         "family": n.app_task_family,

@@ -252,6 +252,20 @@ def inventory(ctx) -> dict[str, object]:
     }
 
 
+def test_both_environments_are_seeded_each_with_its_own_backend_and_resources(ctx):
+    seen = {env: aws.seeded(ctx, env) for env in aws.SEEDED_ENVIRONMENTS}
+    assert set(seen) == {"staging", "prod"}
+    for env, res in seen.items():
+        n = aws.names(env)
+        assert (res.state_bucket, res.lock_table) == (n.state_bucket, n.lock_table)
+        assert res.db_instance_identifier == n.db_instance_identifier
+        assert res.domain_name == f"api.{env}.bisman.test"
+        aws.client(ctx, "dynamodb").describe_table(TableName=res.lock_table)
+        aws.client(ctx, "s3").head_bucket(Bucket=res.state_bucket)
+    assert seen["staging"].vpc_id != seen["prod"].vpc_id
+    assert seen["staging"].ecs_service_arn != seen["prod"].ecs_service_arn
+
+
 def test_seeding_again_creates_no_duplicates(ctx):
     before = inventory(ctx)
     assert before["task_definitions"] == 2
