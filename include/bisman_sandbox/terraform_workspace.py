@@ -1,37 +1,45 @@
-"""The sandbox's Terraform working tree: the configuration of include/bisman_sandbox/terraform as a git
-repository under the state folder, the way operators keep infra/terraform in git.
+"""The sandbox's Terraform: the configuration of include/bisman_sandbox/terraform as a git repository
+under the state folder (the way operators keep infra/terraform in git), run by real Terraform (the
+project's ``bisman_ops.terraform_cli``) with its state in moto's S3 and its lock in moto's DynamoDB.
 
-Its history has two commits, so "the commit before the current one" (the infrastructure rollback's
-default) exists: the baseline with two application tasks, then the current one with three. This
-sandbox's ports and moto ids go into ``sandbox.auto.tfvars.json``, which Terraform reads
-automatically; like ``terraform.tfvars`` it is an input of this machine, not configuration, so git
-ignores it (a rollback's clean checkout copies the live directory's untracked variable files). The
-state is shared through the stand-in's backend folder, so a clean checkout initialised with the same
-backend sees the same state, as with a real S3 backend.
+The repository's history has two commits, so "the commit before the current one" (the infrastructure
+rollback's default) exists: the baseline with two application tasks, then the current one with three.
+
+This machine's inputs (where the local services listen, the ids moto gave the seeded resources of
+each environment, the database password) are not configuration: ``up`` writes them to
+``terraform/sandbox-inputs.json`` in the state folder and ``settings`` hands them to the processes
+that run Terraform as ``TF_VAR_sandbox`` and ``TF_VAR_sandbox_db_password``. Nothing is written into
+the Terraform directory itself.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from bisman_sandbox.context import PROJECT_ROOT, SandboxContext
+from bisman_sandbox import context
+from bisman_sandbox.context import HOST, PROJECT_ROOT, SandboxContext
 
 SOURCE_DIR = PROJECT_ROOT / "include" / "bisman_sandbox" / "terraform"
 TERRAFORM_BIN = PROJECT_ROOT / "include" / "bisman_sandbox" / "bin" / "terraform"
 GIT_IDENTITY = ["-c", "user.name=bisman-sandbox", "-c", "user.email=sandbox@bisman.test"]
-IGNORED = [".terraform/", "terraform.tfstate*", "*.tfplan", "tfplan", "terraform.tfvars",
-           "*.auto.tfvars.json", ".terraform.tfstate.lock.info"]
+IGNORED = [".terraform/", "terraform.tfstate*", "*.tfplan", "terraform.tfvars", "*.auto.tfvars.json",
+           ".terraform.tfstate.lock.info"]
+DESIRED_COUNT = re.compile(r"(app_desired_count\s*=\s*)\d+")
+SEEDED_KEYS = ("app_secrets_arn", "alb_arn", "alb_dns_name", "certificate_arn", "waf_web_acl_arn",
+               "db_security_group_id")
 
 
 def workspace_dir(ctx: SandboxContext) -> Path:
     return ctx.state_dir / "terraform" / "infra"
 
 
-def backend_dir(ctx: SandboxContext) -> Path:
-    return ctx.state_dir / "terraform" / "backend"
+def inputs_path(ctx: SandboxContext) -> Path:
+    return ctx.state_dir / "terraform" / "sandbox-inputs.json"
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -50,39 +58,76 @@ def _commit_if_changed(repo: Path, message: str) -> None:
         _git(repo, "commit", "-q", "-m", message)
 
 
-def _write_config(repo: Path, desired_count: int) -> None:
-    for src in SOURCE_DIR.glob("*.tf.json"):
-        config = json.loads(src.read_text())
-        service = config.get("resource", {}).get("aws_ecs_service", {}).get("app")
-        if service is not None:
-            service["desired_count"] = desired_count
-        (repo / src.name).write_text(json.dumps(config, indent=2) + "\n")
+def write_config(repo: Path, desired_count: int) -> None:
+    """The sandbox's configuration into ``repo``, with the application service at ``desired_count``."""
+    for src in sorted(SOURCE_DIR.glob("*.tf")):
+        text = src.read_text()
+        if src.name == "main.tf":
+            text, found = DESIRED_COUNT.subn(rf"\g<1>{desired_count}", text)
+            if found != 1:
+                raise ValueError(f"{src} must set app_desired_count exactly once")
+        (repo / src.name).write_text(text)
+
+
+def init_repo(repo: Path) -> dict[str, str]:
+    """A git repository holding the configuration: baseline (two tasks), then three tasks."""
+    repo.mkdir(parents=True, exist_ok=True)
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / ".gitignore").write_text("\n".join(IGNORED) + "\n")
+    write_config(repo, desired_count=2)
+    _commit_if_changed(repo, "BISMAN ERP infrastructure: baseline")
+    baseline = _git(repo, "rev-parse", "HEAD")
+    write_config(repo, desired_count=3)
+    _commit_if_changed(repo, "Scale the application service to three tasks")
+    return {"baseline": baseline, "current": _git(repo, "rev-parse", "HEAD")}
+
+
+def sandbox_inputs(ports: dict[str, int], seeded: dict[str, Any]) -> dict[str, Any]:
+    """``var.sandbox``: the local services' ports and, per environment, what moto seeded (a mapping
+    environment -> object or mapping with the SEEDED_KEYS)."""
+    def value(resources: Any, key: str) -> str:
+        return str(resources.get(key) if isinstance(resources, dict) else getattr(resources, key))
+
+    return {
+        "host": HOST,
+        "app_port": ports["app"],
+        "pgbouncer_port": ports["pgbouncer"],
+        "redis_port": ports["redis_primary"],
+        "db_primary_port": ports["postgres_primary"],
+        "db_replica_port": ports["postgres_replica"],
+        "environments": {env: {k: value(res, k) for k in SEEDED_KEYS} for env, res in seeded.items()},
+    }
+
+
+def _seeded_environments(ctx: SandboxContext) -> dict[str, Any]:
+    from bisman_sandbox import aws
+
+    environments = getattr(aws, "SEEDED_ENVIRONMENTS", (context.ENVIRONMENT,))
+    if len(environments) == 1:
+        return {environments[0]: aws.seeded(ctx)}
+    return {env: aws.seeded(ctx, env) for env in environments}
 
 
 def up(ctx: SandboxContext) -> dict[str, str]:
     repo = workspace_dir(ctx)
-    repo.mkdir(parents=True, exist_ok=True)
-    backend_dir(ctx).mkdir(parents=True, exist_ok=True)
+    if (repo / "main.tf.json").exists():  # made for the retired Terraform stand-in: start again
+        shutil.rmtree(repo)
     if not (repo / ".git").exists():
-        _git(repo, "init", "-q", "-b", "main")
-        (repo / ".gitignore").write_text("\n".join(IGNORED) + "\n")
-        _write_config(repo, desired_count=2)
-        _commit_if_changed(repo, "BISMAN ERP infrastructure: baseline")
-        _write_config(repo, desired_count=3)
-        _commit_if_changed(repo, "Scale the application service to three tasks")
-    from bisman_sandbox import aws
-    from bisman_sandbox.terraform_standin import write_sandbox_tfvars
-
-    write_sandbox_tfvars(repo, ctx.ports, aws.seeded(ctx))
-    return {"Terraform dir": str(repo), "terraform binary": f"{TERRAFORM_BIN} (stand-in)"}
+        init_repo(repo)
+    inputs = {"sandbox": sandbox_inputs(ctx.ports, _seeded_environments(ctx)),
+              "sandbox_db_password": context.DB_PASSWORD}
+    path = inputs_path(ctx)
+    path.write_text(json.dumps(inputs, indent=2) + "\n")
+    path.chmod(0o600)
+    return {"Terraform dir": str(repo), "terraform": "python -m bisman_ops.terraform_cli (Terraform 1.15)"}
 
 
 def down(ctx: SandboxContext) -> None:
-    """Nothing runs; the working tree and its state stay until the state folder is removed."""
+    """Nothing runs; the repository stays until the state folder is removed, the state with moto."""
 
 
 def healthy(ctx: SandboxContext) -> bool:
-    return (workspace_dir(ctx) / ".git").exists() and TERRAFORM_BIN.exists()
+    return (workspace_dir(ctx) / ".git").exists() and inputs_path(ctx).exists()
 
 
 def connections(ctx: SandboxContext) -> dict[str, dict]:
@@ -90,14 +135,12 @@ def connections(ctx: SandboxContext) -> dict[str, dict]:
 
 
 def settings(ctx: SandboxContext) -> dict[str, str]:
-    """Environment the DAGs' Terraform calls run with in the sandbox."""
+    """Environment of the processes that run Terraform in the sandbox: this machine's inputs."""
+    path = inputs_path(ctx)
+    if not path.exists():
+        return {}
+    inputs = json.loads(path.read_text())
     return {
-        "BISMAN_TERRAFORM_BIN": str(TERRAFORM_BIN),
-        "TF_STANDIN_BACKEND_DIR": str(backend_dir(ctx)),
+        "TF_VAR_sandbox": json.dumps(inputs["sandbox"]),
+        "TF_VAR_sandbox_db_password": inputs["sandbox_db_password"],
     }
-
-
-def reset(ctx: SandboxContext) -> None:
-    """Forget the applied state (tests that need a never-applied environment)."""
-    shutil.rmtree(backend_dir(ctx), ignore_errors=True)
-    shutil.rmtree(workspace_dir(ctx) / ".terraform", ignore_errors=True)
