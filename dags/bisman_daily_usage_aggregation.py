@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
 
-from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env
+from bisman_ops.dag_defaults import START_DATE, cron_from_env
+from bisman_ops.recurring import dag_parts
 
 DAG_ID = "bisman_daily_usage_aggregation"
 TENANT_USAGE = Asset("tenant_usage")
@@ -34,7 +35,8 @@ with DAG(
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=dag_parts.task_args(dag_parts.DAILY_TASK_TIMEOUT),
+    **dag_parts.run_args(dag_parts.DAILY_RUN_TIMEOUT),
     tags=["bisman", "recurring", "usage"],
     doc_md=__doc__,
 ) as dag:

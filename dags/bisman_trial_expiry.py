@@ -10,14 +10,16 @@ events `trial.expired` / `trial.converted` (dedup_key per tenant and trial end),
 a `trial.notified` event; **cancels** in Stripe the still-open subscription of a trial that did not
 convert (idempotency key per subscription and trial). **Sends** one email per ended trial to the
 tenant's `billing_email` (`smtp_default`). A Stripe outage fails `end_expired_trials` with the
-affected tenants untouched; a failed mail stays pending and the next run sends it.
+affected tenants untouched; a failed mail stays pending and the next run sends it. A failed task
+fails the run (the `watcher` leaf) and tells the team; every task and the run are time-bounded.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
-from bisman_ops.dag_defaults import DEFAULT_ARGS, START_DATE, cron_from_env
+from bisman_ops.dag_defaults import START_DATE, cron_from_env
+from bisman_ops.recurring import dag_parts
 
 DAG_ID = "bisman_trial_expiry"
 
@@ -27,7 +29,8 @@ with DAG(
     start_date=START_DATE,
     catchup=False,  # state-based: the latest run handles every expired trial
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=dag_parts.task_args(dag_parts.HOURLY_TASK_TIMEOUT),
+    **dag_parts.run_args(dag_parts.HOURLY_RUN_TIMEOUT),
     tags=["bisman", "recurring", "billing"],
     doc_md=__doc__,
 ) as dag:
@@ -46,3 +49,5 @@ with DAG(
         return tasks.mail_trial_notices()
 
     end_expired_trials() >> mail_ended_trials()
+    # A failed task fails the run (mail_ended_trials' all_done success would otherwise end it success).
+    list(dag.tasks) >> dag_parts.watcher()

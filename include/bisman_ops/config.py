@@ -20,3 +20,23 @@ TEAM_EMAIL_ENV = "BISMAN_TEAM_EMAIL"
 DEFAULT_TEAM_EMAIL = "platform-team@bisman.example"
 MAIL_FROM_ENV = "BISMAN_MAIL_FROM"
 DEFAULT_MAIL_FROM = "bisman-ops@bisman.example"
+
+# The deployment this Airflow runs for: one source for every DAG (not a form default).
+PROJECT_NAME_ENV = "BISMAN_PROJECT_NAME"
+ENVIRONMENT_ENV = "BISMAN_ENVIRONMENT"
+DEFAULT_PROJECT_NAME = "bisman-erp"
+
+
+def deployment(environ: dict | None = None):
+    """The ``ResourceNames`` of this deployment, from ``BISMAN_PROJECT_NAME`` (default bisman-erp)
+    and ``BISMAN_ENVIRONMENT`` (required: a scheduled job must never guess staging or prod)."""
+    import os
+
+    from bisman_ops.naming import ENVIRONMENTS, ResourceNames
+
+    env = os.environ if environ is None else environ
+    environment = env.get(ENVIRONMENT_ENV, "").strip()
+    if not environment:
+        raise ValueError(f"{ENVIRONMENT_ENV} is not set; set it in the deployment to one of "
+                         f"{', '.join(ENVIRONMENTS)} (the environment this Airflow operates)")
+    return ResourceNames(env.get(PROJECT_NAME_ENV, "").strip() or DEFAULT_PROJECT_NAME, environment)

@@ -209,9 +209,11 @@ def healthy(ctx: SandboxContext) -> bool:
 
 
 def settings(ctx: SandboxContext) -> dict[str, str]:
-    """moto's ECS never lists tasks of a service: the application rollback checks the service's
-    own counts instead, and says so in its report."""
-    return {"BISMAN_ECS_TASKS_LISTED": "false",
+    """moto's ECS never lists tasks of a service: the application rollback reads the service's own
+    counts instead (bisman_sandbox.rollback_impl)."""
+    from bisman_ops.extension import env_var
+
+    return {env_var("service_tasks"): "bisman_sandbox.rollback_impl:SandboxServiceTasks",
             # The deployment the sandbox's Airflow operates (bisman_ops.config.deployment).
             "BISMAN_PROJECT_NAME": context.PROJECT_NAME, "BISMAN_ENVIRONMENT": context.ENVIRONMENT}
 

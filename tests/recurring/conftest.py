@@ -113,6 +113,9 @@ class Tenants:
         if not self.ids:
             return
         self._exec("DELETE FROM events WHERE tenant_id = ANY(%s)", (self.ids,))
+        # Claims outlive their events; a later session reusing these ids must start clean.
+        self._exec("DELETE FROM bisman_ops_claims WHERE tenant_id = ANY(%s) OR dedup_key LIKE ANY(%s)",
+                   (self.ids, [f"%summary-{t}" for t in self.ids]))
         self._exec("DELETE FROM tenant_usage WHERE tenant_id = ANY(%s)", (self.ids,))
         self._exec("DELETE FROM tenants WHERE id = ANY(%s)", (self.ids,))
 

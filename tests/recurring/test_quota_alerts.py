@@ -231,29 +231,99 @@ def test_thresholds_outside_1_to_1000_percent_are_refused(bad):
         quota_alerts.validate_thresholds(bad)
 
 
-def test_connection_dropped_mid_batch_records_nothing_of_it_and_the_next_run_recovers(
+class SenderDied(BaseException):
+    """What a worker killed mid-task looks like to the job: nothing after it runs."""
+
+
+def test_a_sender_that_dies_mid_batch_records_nothing_and_its_claims_are_taken_over_after_the_lease(
         app_uri, tenants, primary_dsn):
     ids = [tenants.add(plan="free") for _ in range(4)]
     for t in ids:
         tenants.usage(t, TODAY, "api_calls", 900)
     sent: list[int] = []
 
-    with db.connect(app_uri) as write:
+    def send_then_die(alert):
+        sent.append(alert.tenant_id)
+        if len(sent) == 2:  # two mails out, then the worker is gone
+            raise SenderDied()
 
-        def send_then_drop(alert):
-            sent.append(alert.tenant_id)
-            if len(sent) == 2:  # mid-batch: two mails out, the claims not committed yet
-                # Asked inside the claiming transaction: behind PgBouncer, that is the server to kill.
-                backend = write.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
-                rows(primary_dsn, "SELECT pg_terminate_backend(%s)", (backend,))
+    with db.connect(app_uri) as c, pytest.raises(SenderDied):
+        quota_alerts.send_alerts(c, AS_OF, send_then_die, run_id="died", tenant_ids=ids)
 
-        with pytest.raises(psycopg.Error):
-            quota_alerts.send_alerts(write, AS_OF, send_then_drop, run_id="drop", tenant_ids=ids)
-
-    assert recorded(primary_dsn, ids) == []  # the whole batch rolled back, nothing half-recorded
+    assert recorded(primary_dsn, ids) == []  # nothing recorded of what was not confirmed sent
+    _, during_lease = run_fresh(app_uri, ids)
+    assert during_lease == []  # a live claim is not sent twice by a run beside it
+    tenants._exec("UPDATE bisman_ops_claims SET expires_at = now() - interval '1 second' "
+                  "WHERE tenant_id = ANY(%s) AND recorded_at IS NULL", (ids,))  # the lease has passed
     _, resent = run_fresh(app_uri, ids)
     assert sorted(a.tenant_id for a in resent) == sorted(ids)  # at least once: the batch goes again
     assert len(recorded(primary_dsn, ids)) == 4
+
+
+def test_mail_goes_out_with_no_database_transaction_open(app_uri, tenants, primary_dsn):
+    ids = [tenants.add(plan="free") for _ in range(3)]
+    for t in ids:
+        tenants.usage(t, TODAY, "api_calls", 950)
+    states = []
+
+    with db.connect(app_uri) as c:
+        def send(alert):
+            states.append(c.info.transaction_status)
+
+        result = quota_alerts.send_alerts(c, AS_OF, send, run_id="no-tx", tenant_ids=ids)
+
+    assert result.sent == 3
+    assert states == [psycopg.pq.TransactionStatus.IDLE] * 3
+    assert len(recorded(primary_dsn, ids)) == 3
+
+
+def test_a_day_quota_crossed_after_the_last_run_of_the_day_is_alerted_by_the_first_run_after_midnight(
+        conn, tenants, primary_dsn):
+    t = tenants.add(plan="free")  # api_calls: 1000 a day
+    day = date(2025, 6, 20)
+    tenants.usage(t, day, "api_calls", 500)
+    last_of_day = datetime(2025, 6, 20, 23, 30, tzinfo=UTC)
+    _, before = run(conn, [t], as_of=last_of_day)
+    tenants.usage(t, day, "api_calls", 1100)  # crosses 100% at 23:50
+
+    _, after = run(conn, [t], as_of=datetime(2025, 6, 21, 0, 30, tzinfo=UTC), previous=last_of_day)
+    _, again = run(conn, [t], as_of=datetime(2025, 6, 21, 1, 30, tzinfo=UTC),
+                   previous=datetime(2025, 6, 21, 0, 30, tzinfo=UTC))
+
+    assert before == []
+    assert [(a.period, a.period_start, a.threshold, a.used) for a in after] == [("day", day, 100, 1100)]
+    assert again == []
+    assert recorded(primary_dsn, [t]) == [f"quota.alert:{t}:api_calls:day:{day}:100"]
+
+
+def test_a_month_quota_crossed_after_the_last_run_of_the_month_is_alerted_in_the_next_month(
+        conn, tenants):
+    t = tenants.add(plan="free")  # invoices_created: 50 a month, no day quota
+    tenants.usage(t, date(2025, 8, 30), "invoices_created", 30)
+    last_of_month = datetime(2025, 8, 31, 23, 30, tzinfo=UTC)
+    _, before = run(conn, [t], as_of=last_of_month)
+    tenants.usage(t, date(2025, 8, 31), "invoices_created", 25)  # 55 of 50 at 23:45
+
+    _, after = run(conn, [t], as_of=datetime(2025, 9, 1, 0, 30, tzinfo=UTC), previous=last_of_month)
+
+    assert before == []
+    assert [(a.period, a.period_start, a.threshold, a.used) for a in after] == [
+        ("month", date(2025, 8, 1), 100, 55)]
+
+
+def test_the_periods_a_run_evaluates():
+    e = quota_alerts.evaluations
+    at = datetime(2025, 3, 1, 0, 30, tzinfo=UTC)
+    # The first run of a month: February's last day and February itself, then today and March.
+    assert [(v.day, v.check_day, v.month_start, v.month_through, v.check_month)
+            for v in e(at, datetime(2025, 2, 28, 23, 30, tzinfo=UTC))] == [
+        (date(2025, 2, 28), True, date(2025, 2, 1), date(2025, 2, 28), True),
+        (date(2025, 3, 1), True, date(2025, 3, 1), date(2025, 3, 1), True)]
+    # Within a day: today only.
+    assert len(e(datetime(2025, 3, 1, 5, 30, tzinfo=UTC), datetime(2025, 3, 1, 4, 30, tzinfo=UTC))) == 1
+    # After a long pause: the last week's ended days, no more.
+    paused = e(datetime(2025, 3, 31, 0, 30, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+    assert paused[0].day == date(2025, 3, 24) and len(paused) == 8
 
 
 def run_fresh(uri, ids):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
@@ -41,7 +41,8 @@ def test_day_rows_and_month_to_date_rows_on_29_february(conn, tenants, primary_d
     tenants.usage(b, date(2024, 2, 29), "storage_mb", 7)
     tenants.usage(a, date(2024, 3, 1), "api_calls", 99_999)  # the next month: not in February's rows
 
-    result = usage_aggregation.aggregate_day(conn, date(2024, 2, 29))
+    # lookback 0: this day alone (the 1st to 28th were never aggregated and would be caught up).
+    result = usage_aggregation.aggregate_day(conn, date(2024, 2, 29), lookback_days=0)
 
     got = quantities(primary_dsn, [a, b])
     assert got == {
@@ -205,9 +206,66 @@ def test_two_aggregations_of_one_month_at_once_keep_the_later_through_day(app_ur
     assert quantities(primary_dsn, [a])[(a, "api_calls", "month", date(2024, 9, 1))] == 15
 
 
-def test_a_day_earlier_than_today_minus_a_year_is_aggregated_too(conn, tenants, primary_dsn):
-    old = datetime.now(UTC).date() - timedelta(days=400)
+def test_a_day_years_back_is_aggregated_too(conn, tenants, primary_dsn):
+    old = date(2019, 5, 17)  # a fixed date: no limit on how far back a backfill may go
     a = tenants.add()
     tenants.usage(a, old, "active_users", 3)
     usage_aggregation.aggregate_day(conn, old)
     assert quantities(primary_dsn, [a])[(a, "active_users", "day", old)] == 3
+
+
+def test_late_usage_of_an_earlier_day_is_aggregated_by_the_next_run_with_its_month(conn, tenants,
+                                                                                     primary_dsn):
+    a = tenants.add()
+    tenants.usage(a, date(2024, 10, 7), "api_calls", 100)
+    usage_aggregation.aggregate_day(conn, date(2024, 10, 7))
+    tenants.usage(a, date(2024, 10, 7), "api_calls", 150)  # arrives after the 7th was aggregated
+    tenants.usage(a, date(2024, 10, 8), "api_calls", 10)
+
+    result = usage_aggregation.aggregate_day(conn, date(2024, 10, 8))
+
+    assert date(2024, 10, 7) in result.late_days
+    got = quantities(primary_dsn, [a])
+    assert got[(a, "api_calls", "day", date(2024, 10, 7))] == 150
+    assert got[(a, "api_calls", "month", date(2024, 10, 1))] == 160
+
+
+def test_late_usage_of_a_finished_month_recomputes_that_months_rows(conn, tenants, primary_dsn):
+    a = tenants.add()
+    tenants.usage(a, date(2024, 11, 29), "storage_mb", 40)
+    tenants.usage(a, date(2024, 11, 30), "storage_mb", 2)
+    usage_aggregation.aggregate_day(conn, date(2024, 11, 30))  # November's month rows through the 30th
+    tenants.usage(a, date(2024, 11, 29), "storage_mb", 45)  # late, after the month was done
+
+    result = usage_aggregation.aggregate_day(conn, date(2024, 12, 2))
+
+    assert date(2024, 11, 1) in result.months
+    got = quantities(primary_dsn, [a])
+    assert got[(a, "storage_mb", "day", date(2024, 11, 29))] == 45
+    assert got[(a, "storage_mb", "month", date(2024, 11, 1))] == 47
+
+
+def test_re_running_after_catching_up_late_usage_changes_nothing(conn, tenants, primary_dsn):
+    a = tenants.add()
+    tenants.usage(a, date(2024, 10, 14), "api_calls", 5)
+    usage_aggregation.aggregate_day(conn, date(2024, 10, 14))
+    tenants.usage(a, date(2024, 10, 14), "api_calls", 6)
+    usage_aggregation.aggregate_day(conn, date(2024, 10, 15))
+    before = usage_rows(primary_dsn, [a])
+
+    again = usage_aggregation.aggregate_day(conn, date(2024, 10, 15))
+
+    assert date(2024, 10, 14) not in again.late_days
+    assert usage_rows(primary_dsn, [a]) == before  # computed_at included: nothing rewritten
+
+
+def test_usage_changed_before_the_lookback_is_left_to_an_explicit_backfill(conn, tenants, primary_dsn):
+    a = tenants.add()
+    tenants.usage(a, date(2024, 1, 10), "api_calls", 1)
+    usage_aggregation.aggregate_day(conn, date(2024, 1, 10))
+    tenants.usage(a, date(2024, 1, 10), "api_calls", 2)
+
+    result = usage_aggregation.aggregate_day(conn, date(2024, 2, 20), lookback_days=35)  # from Jan 16
+
+    assert date(2024, 1, 10) not in result.late_days
+    assert quantities(primary_dsn, [a])[(a, "api_calls", "day", date(2024, 1, 10))] == 1

@@ -1,20 +1,23 @@
-"""Claim, send, commit: a notification recorded in ``events`` exactly when it was delivered.
+"""Claim, send, record: a notification recorded in ``events`` exactly when it was delivered, with
+no database transaction open while it is sent.
 
-For a batch: insert the events with their ``dedup_key`` (``ON CONFLICT DO NOTHING RETURNING``:
-what comes back is ours), send each claimed message, delete the claims whose send failed, commit.
-A concurrent run inserting the same key waits on our uncommitted row, then skips it (we
-delivered) or claims it (we gave it back). A failed send therefore stays unrecorded and the
+For a batch: one short transaction claims the messages by ``dedup_key`` in ``bisman_ops_claims``
+and commits (what comes back is ours); each claimed message is sent with no transaction open (a
+slow mail server holds no locks and no PgBouncer server connection); one short transaction then
+records the delivered ones (claim marked recorded, event written) and gives back the failed ones.
+A concurrent run skips a key that is claimed or recorded; a failed send stays unrecorded and the
 next run retries it, and one tenant's failure does not stop the others.
 
-The one gap is inherent: if the database connection drops after a send and before the commit,
-that batch is rolled back and its messages go out again on the next run (at least once, never
-silently lost). Small batches keep that window small.
+If the sender dies between claim and record, its claims expire after ``CLAIM_LEASE_S`` (longer
+than any task's ``execution_timeout``) and the next run sends those messages again: at least once,
+never silently lost. Small batches keep that window small.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_FAILURES_KEPT = 50
+CLAIM_LEASE_S = 30 * 60  # > the hourly tasks' 15-minute execution_timeout (dag_parts)
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,21 @@ class ClaimOutcome:
         self.failures.extend(other.failures[:max(room, 0)])
 
 
+def new_claimer() -> str:
+    """A token naming one sender: records and releases touch only its own claims."""
+    return uuid.uuid4().hex
+
+
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+def prune(conn: psycopg.Connection) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        db.set_statement_timeout(cur)
+        cur.execute(db.sql("prune_claims"))
 
 
 def claim_and_send(
@@ -73,35 +88,57 @@ def claim_and_send(
     runs). ``send`` raising any ``Exception`` counts as a failed delivery for that claim only.
     """
     outcome = ClaimOutcome()
+    claimer = new_claimer()
+    prune(conn)
     for batch in batched(claims, batch_size):
-        outcome.merge(_claim_batch(conn, event_type, batch, send))
+        outcome.merge(_claim_batch(conn, event_type, batch, send, claimer))
     return outcome
 
 
-def _claim_batch(conn: psycopg.Connection, event_type: str, batch: list[Claim[T]], send) -> ClaimOutcome:
+def _claim_batch(conn: psycopg.Connection, event_type: str, batch: list[Claim[T]], send,
+                 claimer: str) -> ClaimOutcome:
     outcome = ClaimOutcome()
+    owned = claim(conn, db.sql("claim_events"), {"type": event_type, "claims": _as_json(batch)}, claimer)
+    outcome.already_recorded = len(batch) - len(owned)
+    delivered, failed = [], []
+    for c in batch:
+        if c.dedup_key not in owned:
+            continue
+        try:
+            send(c)  # no transaction open here
+        except Exception as exc:  # one tenant's failure must not stop the others
+            failed.append(c.dedup_key)
+            if len(outcome.failures) < MAX_FAILURES_KEPT:
+                outcome.failures.append(f"{c.dedup_key}: {exc}")
+            log.warning("not sent, left unrecorded for the next run: %s: %s", c.dedup_key, exc)
+        else:
+            delivered.append(c.dedup_key)
+    settle(conn, event_type, claimer, delivered, failed)
+    outcome.sent = delivered
+    outcome.failed = len(failed)
+    return outcome
+
+
+def claim(conn: psycopg.Connection, statement: str, params: dict, claimer: str) -> dict[str, dict]:
+    """Run a claiming ``statement`` (``RETURNING dedup_key, tenant_id, payload``) and commit; the rows
+    now ours, by dedup_key."""
     with conn.transaction(), conn.cursor() as cur:
         db.set_statement_timeout(cur)
-        cur.execute(db.sql("claim_events"), {"type": event_type, "claims": _as_json(batch)})
-        owned = {row["dedup_key"] for row in cur.fetchall()}
-        outcome.already_recorded = len(batch) - len(owned)
-        failed_keys = []
-        for claim in batch:
-            if claim.dedup_key not in owned:
-                continue
-            try:
-                send(claim)
-            except Exception as exc:  # one tenant's failure must not stop the others
-                failed_keys.append(claim.dedup_key)
-                if len(outcome.failures) < MAX_FAILURES_KEPT:
-                    outcome.failures.append(f"{claim.dedup_key}: {exc}")
-                log.warning("not sent, left unrecorded for the next run: %s: %s", claim.dedup_key, exc)
-            else:
-                outcome.sent.append(claim.dedup_key)
-        if failed_keys:
-            cur.execute(db.sql("release_events"), {"type": event_type, "dedup_keys": failed_keys})
-        outcome.failed = len(failed_keys)
-    return outcome
+        cur.execute(statement, {**params, "claimed_by": claimer, "lease_s": CLAIM_LEASE_S})
+        return {row["dedup_key"]: row for row in cur.fetchall()}
+
+
+def settle(conn: psycopg.Connection, event_type: str, claimer: str, delivered: list[str],
+           failed: list[str]) -> None:
+    """One short transaction: record the delivered claims as events, give the failed ones back."""
+    if not delivered and not failed:
+        return
+    with conn.transaction(), conn.cursor() as cur:
+        db.set_statement_timeout(cur)
+        if delivered:
+            cur.execute(db.sql("record_claims"), {"dedup_keys": delivered, "claimed_by": claimer})
+        if failed:
+            cur.execute(db.sql("release_events"), {"dedup_keys": failed, "claimed_by": claimer})
 
 
 def _as_json(batch: list[Claim]) -> str:
@@ -116,15 +153,18 @@ def _as_json(batch: list[Claim]) -> str:
 
 def claim_once(conn: psycopg.Connection, event_type: str, dedup_key: str, payload: dict,
                action: Callable[[], None], *, tenant_id: int | None = None) -> bool:
-    """Run ``action`` and record the event, unless it is recorded already. True if it ran now.
-
-    ``action`` raising rolls the claim back and propagates: nothing recorded, the caller retries.
-    """
-    with conn.transaction(), conn.cursor() as cur:
-        db.set_statement_timeout(cur)
-        cur.execute(db.sql("claim_events"), {
-            "type": event_type, "claims": _as_json([Claim(dedup_key, tenant_id, payload, None)])})
-        if cur.fetchone() is None:
-            return False
+    """Run ``action`` and record the event, unless it is recorded (or being done) already. True if
+    it ran now. ``action`` runs with no transaction open; raising, it gives the claim back and
+    propagates: nothing recorded, the caller retries."""
+    claimer = new_claimer()
+    owned = claim(conn, db.sql("claim_events"), {
+        "type": event_type, "claims": _as_json([Claim(dedup_key, tenant_id, payload, None)])}, claimer)
+    if dedup_key not in owned:
+        return False
+    try:
         action()
+    except BaseException:
+        settle(conn, event_type, claimer, [], [dedup_key])
+        raise
+    settle(conn, event_type, claimer, [dedup_key], [])
     return True

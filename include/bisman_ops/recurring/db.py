@@ -17,7 +17,6 @@ from psycopg.rows import dict_row
 from bisman_ops import config
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql" / "recurring"
-CONNECT_TIMEOUT_S = 10
 # A job's statements are set-based; one running longer than this is stuck, not slow.
 STATEMENT_TIMEOUT = "15min"
 
@@ -28,16 +27,21 @@ def sql(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
 
 
-def connect(uri: str, *, application_name: str = "bisman-ops") -> psycopg.Connection:
-    """A connection for one job: rows as dicts, no prepared statements, a connect timeout."""
-    return psycopg.connect(
-        uri,
-        connect_timeout=CONNECT_TIMEOUT_S,
-        application_name=application_name,
-        autocommit=True,  # every unit of work is an explicit conn.transaction() block
-        prepare_threshold=None,
-        row_factory=dict_row,
-    )
+def connect_app(conn_id: str = config.APP_DB_CONN_ID, *,
+                application_name: str = "bisman-ops") -> psycopg.Connection:
+    """A job's connection to the Airflow connection ``conn_id`` (through PgBouncer by default),
+    through the project's one connector: rows as dicts, no prepared statements, autocommit (every
+    unit of work is an explicit ``conn.transaction()`` block)."""
+    from bisman_ops.clients import postgres
+
+    return postgres.connect(conn_id, autocommit=True, application_name=application_name, row_factory=dict_row)
+
+
+def connect(dsn: str, *, application_name: str = "bisman-ops") -> psycopg.Connection:
+    """The same for a DSN the caller already has (tests, the benchmark)."""
+    from bisman_ops.clients import postgres
+
+    return postgres.connect_dsn(dsn, autocommit=True, application_name=application_name, row_factory=dict_row)
 
 
 def set_statement_timeout(cur: psycopg.Cursor) -> None:
@@ -46,10 +50,7 @@ def set_statement_timeout(cur: psycopg.Cursor) -> None:
 
 
 def app_db_uri(conn_id: str = config.APP_DB_CONN_ID) -> str:
-    """The URI of the Airflow connection ``conn_id`` (through PgBouncer by default)."""
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    """The libpq conninfo of the Airflow connection ``conn_id`` (it carries the password: never log it)."""
+    from bisman_ops.clients import postgres
 
-    uri = PostgresHook(postgres_conn_id=conn_id).get_uri()
-    # The hook speaks SQLAlchemy ("postgresql+psycopg://"); libpq wants the bare scheme.
-    scheme, sep, rest = uri.partition("://")
-    return f"{scheme.split('+')[0]}{sep}{rest}"
+    return postgres.conninfo(conn_id)

@@ -1,28 +1,30 @@
 """Quota alerts: usage against each tenant's effective quota, alerted once per threshold and period.
 
 The due alerts come from one set-based query (``quota_alert_candidates.sql``). ``send_alerts``
-walks the tenants a page of ids at a time; for each page, one transaction claims the page's due
-alerts with a single ``INSERT ... SELECT ... ON CONFLICT (dedup_key) DO NOTHING RETURNING`` (what
-comes back is this run's to send), mails each, deletes the claims whose mail failed, and commits.
-So an alert is recorded exactly when its mail went out; a concurrent run inserting the same key
-waits for ours and then skips it (or claims it, if we gave it back); a failed mail is retried by
-the next run and does not stop the other tenants. If the connection drops after some mails of a
-page went out, the page is rolled back and those mails go again next run (at least once, never
-lost); the page size bounds that.
+walks the tenants a page of ids at a time; for each page, one short transaction claims the page's
+due alerts with a single ``INSERT ... SELECT ... ON CONFLICT RETURNING`` into ``bisman_ops_claims``
+(what comes back is this run's to send) and commits; the mails go out with no transaction open;
+one short transaction then records the delivered ones as ``quota.alert`` events and gives back the
+failed ones (``claims``). So an alert is recorded exactly when its mail went out, a concurrent run
+skips what we claimed, and a failed mail is retried by the next run without stopping the other
+tenants. Each run evaluates today and this month, and also every day or month that ended since the
+previous run (``evaluations``): usage that crossed a quota between a period's last run and its end
+is alerted once the period is over.
 """
 
 from __future__ import annotations
 
+import calendar
 import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 from psycopg.rows import tuple_row
 
-from bisman_ops.recurring import db
+from bisman_ops.recurring import claims, db
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +81,59 @@ def validate_thresholds(thresholds) -> tuple[int, ...]:
     return values
 
 
-def _params(as_of: datetime, thresholds, tenant_ids, run_id: str, from_id: int, to_id: int) -> dict:
+MAX_ENDED_DAYS = 7  # a paused DAG catches up the last week's ended days, not a year of them
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One pass of the candidates query: day quotas of ``day`` and/or month quotas of the month
+    starting ``month_start``, measured through ``month_through``."""
+
+    day: date
+    month_start: date
+    month_through: date
+    check_day: bool = True
+    check_month: bool = True
+
+    def params(self) -> dict:
+        return {"day": self.day, "month_start": self.month_start, "month_through": self.month_through,
+                "check_day": self.check_day, "check_month": self.check_month}
+
+
+def _month_end(d: date) -> date:
+    return d.replace(day=calendar.monthrange(d.year, d.month)[1])
+
+
+def evaluations(as_of: datetime, previous: datetime | None = None) -> list[Evaluation]:
+    """What a run at ``as_of`` evaluates: today and this month, plus every period that ended since
+    the previous run at ``previous`` (default: a day earlier), so usage that crossed a quota between
+    the last run of a day (or month) and its end is alerted after it ended. Ended days are capped at
+    ``MAX_ENDED_DAYS``."""
     today = as_of.astimezone(UTC).date()
-    return {"today": today, "month_start": today.replace(day=1),
-            "thresholds": list(validate_thresholds(thresholds)), "tenant_ids": tenant_ids,
-            "run_id": run_id, "from_id": from_id, "to_id": to_id}
+    since = (previous or as_of - timedelta(days=1)).astimezone(UTC).date()
+    since = max(since, today - timedelta(days=MAX_ENDED_DAYS))
+    ended_days = [since + timedelta(days=i) for i in range((today - since).days)]
+    ended_months = sorted({d.replace(day=1) for d in ended_days} - {today.replace(day=1)})
+    out = []
+    for d in ended_days:
+        # An ended day that closes an ended month carries that month's evaluation too.
+        closes_month = d.replace(day=1) in ended_months and d == min(_month_end(d), today - timedelta(days=1))
+        out.append(Evaluation(d, d.replace(day=1), _month_end(d), check_day=True, check_month=closes_month))
+    out.append(Evaluation(today, today.replace(day=1), today))
+    return out
+
+
+def _params(evaluation: Evaluation, thresholds, tenant_ids, run_id: str, from_id: int, to_id: int) -> dict:
+    return {**evaluation.params(), "thresholds": list(validate_thresholds(thresholds)),
+            "tenant_ids": tenant_ids, "run_id": run_id, "from_id": from_id, "to_id": to_id}
 
 
 def find_alerts(conn: psycopg.Connection, as_of: datetime, thresholds=DEFAULT_THRESHOLDS, *,
                 tenant_ids: list[int] | None = None) -> Iterator[QuotaAlert]:
     """The alerts due at ``as_of`` and not yet recorded, in ``dedup_key`` order, streamed; records
     nothing (a dry run: what the next run would send)."""
-    params = _params(as_of, thresholds, tenant_ids, "", *ALL_IDS)
+    params = _params(Evaluation(today := as_of.astimezone(UTC).date(), today.replace(day=1), today),
+                     thresholds, tenant_ids, "", *ALL_IDS)
     with conn.transaction(), conn.cursor(name=f"quota_alerts_{uuid.uuid4().hex[:12]}",
                                          row_factory=tuple_row) as cur:
         conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")  # all rows are wanted, not the first
@@ -100,50 +143,62 @@ def find_alerts(conn: psycopg.Connection, as_of: datetime, thresholds=DEFAULT_TH
             yield QuotaAlert(*row)
 
 
+_CLAIM_HEAD = """INSERT INTO bisman_ops_claims AS cl
+    (dedup_key, type, tenant_id, payload, claimed_by, claimed_at, expires_at)
+SELECT c.dedup_key, 'quota.alert', c.tenant_id, c.payload_json::jsonb, %(claimed_by)s, now(),
+       now() + make_interval(secs => %(lease_s)s)
+FROM (
+"""
+_CLAIM_TAIL = """
+) c ORDER BY c.dedup_key
+ON CONFLICT (dedup_key) DO UPDATE
+    SET payload = EXCLUDED.payload, tenant_id = EXCLUDED.tenant_id, claimed_by = EXCLUDED.claimed_by,
+        claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
+    WHERE cl.recorded_at IS NULL AND cl.expires_at < now()
+RETURNING dedup_key, tenant_id, payload"""
+
+
 def _claim_sql() -> str:
-    # The candidates query, inserted as it stands: the bare-SQL shape, one statement per page.
-    return ("INSERT INTO events (tenant_id, type, payload, occurred_at, dedup_key) "
-            "SELECT c.tenant_id, 'quota.alert', c.payload_json::jsonb, now(), c.dedup_key "
-            "FROM (\n" + db.sql("quota_alert_candidates") + "\n) c ORDER BY c.dedup_key "
-            "ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key, tenant_id, payload")
+    # The candidates query, claimed as it stands: the bare-SQL shape, one statement per page.
+    return _CLAIM_HEAD + db.sql("quota_alert_candidates") + _CLAIM_TAIL
 
 
 def send_alerts(conn: psycopg.Connection, as_of: datetime, send: Callable[[QuotaAlert], None], *,
                 run_id: str, thresholds=DEFAULT_THRESHOLDS, page_tenants: int = DEFAULT_PAGE_TENANTS,
-                tenant_ids: list[int] | None = None) -> QuotaAlertResult:
-    """Record and deliver every alert due at ``as_of`` (see the module doc).
+                tenant_ids: list[int] | None = None, previous: datetime | None = None) -> QuotaAlertResult:
+    """Record and deliver every alert due at ``as_of``, and those of the periods that ended since
+    ``previous`` (see ``evaluations`` and the module doc).
 
     A tenant without a billing email is recorded without a mail (the team summary still shows
     it). ``send`` failures are counted in the result, not raised: the caller decides. Database
-    errors are raised (the current page is rolled back). ``tenant_ids`` limits the run to those
-    tenants (tests, a targeted re-run).
+    errors are raised. ``tenant_ids`` limits the run to those tenants (tests, a targeted re-run).
     """
     result = QuotaAlertResult(run_id=run_id, today=as_of.astimezone(UTC).date())
     claim = _claim_sql()
-    after_id = ALL_IDS[0]
-    while True:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(db.sql("tenant_page"), {"after_id": after_id, "page_size": page_tenants})
-            page = cur.fetchone()
-        if not page["tenants"]:
-            return result
-        _claim_page(conn, claim, _params(as_of, thresholds, tenant_ids, run_id, after_id + 1, page["to_id"]),
-                    send, result)
-        after_id = page["to_id"]
+    claimer = claims.new_claimer()
+    claims.prune(conn)
+    for evaluation in evaluations(as_of, previous):
+        after_id = ALL_IDS[0]
+        while True:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(db.sql("tenant_page"), {"after_id": after_id, "page_size": page_tenants})
+                page = cur.fetchone()
+            if not page["tenants"]:
+                break
+            params = _params(evaluation, thresholds, tenant_ids, run_id, after_id + 1, page["to_id"])
+            _claim_page(conn, claim, params, send, result, claimer)
+            after_id = page["to_id"]
+    return result
 
 
-def _claim_page(conn: psycopg.Connection, claim: str, params: dict, send, result: QuotaAlertResult) -> None:
-    with conn.transaction(), conn.cursor() as cur:
-        db.set_statement_timeout(cur)
-        cur.execute(claim, params)
-        claimed = cur.fetchall()
-        result.candidates += len(claimed)
-        failed = []
-        for row in claimed:
-            alert = QuotaAlert.from_event(row["dedup_key"], row["tenant_id"], row["payload"])
-            if not alert.billing_email:
-                result.sent += 1
-                continue
+def _claim_page(conn: psycopg.Connection, claim: str, params: dict, send, result: QuotaAlertResult,
+                claimer: str) -> None:
+    claimed = claims.claim(conn, claim, params, claimer)  # committed: no transaction while mailing
+    result.candidates += len(claimed)
+    delivered, failed = [], []
+    for row in claimed.values():
+        alert = QuotaAlert.from_event(row["dedup_key"], row["tenant_id"], row["payload"])
+        if alert.billing_email:
             try:
                 send(alert)
             except Exception as exc:  # one tenant's failure must not stop the others
@@ -151,11 +206,11 @@ def _claim_page(conn: psycopg.Connection, claim: str, params: dict, send, result
                 if len(result.failures) < MAX_FAILURES_KEPT:
                     result.failures.append(f"{alert.dedup_key}: {exc}")
                 log.warning("not sent, left unrecorded for the next run: %s: %s", alert.dedup_key, exc)
-            else:
-                result.sent += 1
-        if failed:
-            cur.execute(db.sql("release_events"), {"type": EVENT_TYPE, "dedup_keys": failed})
-        result.failed += len(failed)
+                continue
+        delivered.append(alert.dedup_key)
+    claims.settle(conn, EVENT_TYPE, claimer, delivered, failed)
+    result.sent += len(delivered)
+    result.failed += len(failed)
 
 
 def alerts_of_run(conn: psycopg.Connection, run_id: str, since: datetime) -> list[dict]:

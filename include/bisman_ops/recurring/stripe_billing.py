@@ -33,27 +33,17 @@ class SubscriptionState:
 
 
 def client_from_connection(conn_id: str = config.STRIPE_CONN_ID) -> stripe.StripeClient:
-    """A client for the Airflow connection ``conn_id``: host is the API base, password the key."""
-    from airflow.sdk import BaseHook
+    """A client for the Airflow connection ``conn_id`` (the project's one Stripe client)."""
+    from bisman_ops.clients import stripe as stripe_client
 
-    conn = BaseHook.get_connection(conn_id)
-    extra = conn.extra_dejson
-    base = conn.host or "https://api.stripe.com"
-    if "://" not in base:
-        base = f"https://{base}"
-    return make_client(conn.password, base, timeout=float(extra.get("timeout", REQUEST_TIMEOUT_S)),
-                       retries=int(extra.get("max_network_retries", DEFAULT_NETWORK_RETRIES)))
+    return stripe_client.client_from_connection(conn_id)
 
 
 def make_client(api_key: str, api_base: str, *, timeout: float = REQUEST_TIMEOUT_S,
                 retries: int = DEFAULT_NETWORK_RETRIES) -> stripe.StripeClient:
-    base = api_base.rstrip("/")
-    return stripe.StripeClient(
-        api_key,
-        base_addresses={"api": base, "files": base, "connect": base, "meter_events": base},
-        http_client=stripe.RequestsClient(timeout=timeout),
-        max_network_retries=retries,
-    )
+    from bisman_ops.clients import stripe as stripe_client
+
+    return stripe_client.make_client(api_key, api_base, timeout=timeout, retries=retries)
 
 
 def plan_of(subscription: dict) -> str | None:

@@ -3,8 +3,13 @@
 For the day: a ``day`` row per tenant and metric with usage that day. For its month: the
 month-to-date row through the latest aggregated day of the month (this day, or a later one
 already aggregated), summed from ``client_daily_usage`` so late usage of any earlier day is
-included. Everything in one transaction, set-based; rows whose quantity is unchanged are not
-rewritten, so a re-run changes nothing, and days can be (back)filled in any order.
+included. Late usage: every earlier day of the lookback (35 days) whose usage rows were updated
+after that day was aggregated (``tenant_usage_days`` records the latest ``updated_at`` each day
+was read at; an index on ``(usage_date, updated_at)`` makes the check one index descent per day)
+is aggregated again in the same statements, with the month rows of its month, finished or not.
+Everything in one transaction, set-based; rows whose quantity is unchanged are not rewritten, so
+a re-run changes nothing, and days can be (back)filled in any order. A usage row *deleted* after
+its day was aggregated is seen only when that day is aggregated again (an index sees no deletes).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import psycopg
 
 from bisman_ops.recurring import db
 
+DEFAULT_LOOKBACK_DAYS = 35
+
 
 @dataclass(frozen=True)
 class AggregationResult:
@@ -28,6 +35,8 @@ class AggregationResult:
     month_rows: int
     month_rows_changed: int
     month_rows_deleted: int
+    late_days: tuple[date, ...] = ()  # earlier days re-aggregated because their usage changed
+    months: tuple[date, ...] = ()  # every month whose month rows were recomputed
 
 
 def day_for_interval(data_interval_start: datetime, data_interval_end: datetime) -> date:
@@ -44,22 +53,41 @@ def day_for_interval(data_interval_start: datetime, data_interval_end: datetime)
     return end_utc.date() - timedelta(days=1)
 
 
-def aggregate_day(conn: psycopg.Connection, day: date) -> AggregationResult:
-    """Aggregate ``day`` into ``tenant_usage`` in one transaction (rolled back on any error)."""
-    month_start = day.replace(day=1)
-    month_end = day.replace(day=calendar.monthrange(day.year, day.month)[1])
-    params = {"day": day, "month_start": month_start, "month_end": month_end}
+def aggregate_day(conn: psycopg.Connection, day: date, *,
+                  lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> AggregationResult:
+    """Aggregate ``day``, and every earlier day within ``lookback_days`` whose usage changed since
+    it was aggregated (late usage), with the month rows of those days' months, in one transaction
+    (rolled back on any error)."""
+    if lookback_days < 0:
+        raise ValueError(f"lookback_days={lookback_days}: expected 0 or more")
     with conn.transaction(), conn.cursor() as cur:
         db.set_statement_timeout(cur)
-        cur.execute(db.sql("aggregation_lock"), params)
-        cur.execute(db.sql("aggregate_day_rows"), params)
+        # Which days: read before aggregating, so usage written meanwhile is newer than recorded.
+        cur.execute(db.sql("changed_usage_days"),
+                    {"day": day, "from_day": day - timedelta(days=lookback_days), "to_day": day})
+        found = cur.fetchall()
+        days = [r["day"] for r in found]
+        months = sorted({d.replace(day=1) for d in days})
+        for month_start in months:  # ascending: two runs lock in the same order
+            cur.execute(db.sql("aggregation_lock"), {"month_start": month_start})
+        cur.execute(db.sql("aggregate_day_rows"), {"days": days})
         day_changed = cur.rowcount
-        cur.execute(db.sql("delete_stale_day_rows"), params)
+        cur.execute(db.sql("delete_stale_day_rows"), {"days": days})
         day_deleted = cur.rowcount
-        cur.execute(db.sql("month_through_day"), params)
-        through_day = cur.fetchone()["through_day"]
-        cur.execute(db.sql("aggregate_month_rows"), {**params, "through_day": through_day})
-        month = cur.fetchone()
+        cur.execute(db.sql("record_usage_days"), {
+            "days": days, "source_updated_at": [r["source_updated_at"] for r in found]})
+        per_month = {}
+        for month_start in months:
+            latest = max(d for d in days if d.replace(day=1) == month_start)
+            params = {"day": latest, "month_start": month_start,
+                      "month_end": month_start.replace(
+                          day=calendar.monthrange(month_start.year, month_start.month)[1])}
+            cur.execute(db.sql("month_through_day"), params)
+            through_day = cur.fetchone()["through_day"]
+            cur.execute(db.sql("aggregate_month_rows"), {**params, "through_day": through_day})
+            per_month[month_start] = (through_day, cur.fetchone())
+    month_start = day.replace(day=1)
+    through_day, month = per_month[month_start]
     return AggregationResult(
         day=day,
         month_start=month_start,
@@ -67,7 +95,8 @@ def aggregate_day(conn: psycopg.Connection, day: date) -> AggregationResult:
         day_rows_changed=day_changed,
         day_rows_deleted=day_deleted,
         month_rows=month["month_rows"],
-        month_rows_changed=month["month_rows_changed"],
-        month_rows_deleted=month["month_rows_deleted"],
+        month_rows_changed=sum(m["month_rows_changed"] for _, m in per_month.values()),
+        month_rows_deleted=sum(m["month_rows_deleted"] for _, m in per_month.values()),
+        late_days=tuple(d for d in days if d != day),
+        months=tuple(months),
     )
-

@@ -1,15 +1,18 @@
--- Alerts due at %(today)s: for every (tenant, metric, period) with a finite effective quota (the
+-- Alerts due for one evaluation: day quotas of the day %(day)s (when %(check_day)s) and month quotas of
+-- the month starting %(month_start)s through %(month_through)s (when %(check_month)s). A run evaluates
+-- today and this month, and also a day or a month that ended since the previous run (quota_alerts.py).
+-- For every (tenant, metric, period) with a finite effective quota (the
 -- tenant's override if it has one, NULL included, else its plan's), the highest threshold in
 -- %(thresholds)s that usage has reached, unless that alert is already recorded. Usage that jumped
 -- past 100 percent yields the 100 percent alert only. Month usage is the aggregated month-to-date
--- row plus the days after the last aggregated day; day usage is today's live row. Canceled tenants are skipped;
+-- row plus the days after the last aggregated day; day usage is that day's live row. Canceled tenants are skipped;
 -- %(tenant_ids)s, when not NULL, limits the run to those tenants (tests, targeted re-runs);
 -- %(from_id)s..%(to_id)s is the page of tenant ids to look at (the range lets every table be read
 -- through its primary key, which leads with tenant_id).
 WITH through AS (
     SELECT COALESCE(max(period_start), %(month_start)s::date - 1) AS through_day
     FROM tenant_usage
-    WHERE period = 'day' AND period_start BETWEEN %(month_start)s AND %(today)s
+    WHERE period = 'day' AND period_start BETWEEN %(month_start)s AND %(month_through)s
 ),
 live_tenants AS (
     SELECT id, plan FROM tenants
@@ -40,7 +43,7 @@ month_usage AS (
         UNION ALL
         SELECT c.tenant_id, c.metric, c.quantity
         FROM client_daily_usage c, through
-        WHERE c.usage_date > through.through_day AND c.usage_date <= %(today)s
+        WHERE c.usage_date > through.through_day AND c.usage_date <= %(month_through)s
           AND c.tenant_id BETWEEN %(from_id)s AND %(to_id)s
     ) u
     GROUP BY u.tenant_id, u.metric
@@ -49,13 +52,13 @@ measured AS (
     SELECT e.tenant_id, e.metric, e.period, %(month_start)s::date AS period_start, e.quota, m.quantity AS used
     FROM effective e
     JOIN month_usage m ON m.tenant_id = e.tenant_id AND m.metric = e.metric
-    WHERE e.period = 'month' AND e.quota IS NOT NULL
+    WHERE %(check_month)s AND e.period = 'month' AND e.quota IS NOT NULL
     UNION ALL
-    SELECT e.tenant_id, e.metric, e.period, %(today)s::date, e.quota, c.quantity
+    SELECT e.tenant_id, e.metric, e.period, %(day)s::date, e.quota, c.quantity
     FROM effective e
-    JOIN client_daily_usage c ON c.tenant_id = e.tenant_id AND c.metric = e.metric AND c.usage_date = %(today)s
+    JOIN client_daily_usage c ON c.tenant_id = e.tenant_id AND c.metric = e.metric AND c.usage_date = %(day)s
                               AND c.tenant_id BETWEEN %(from_id)s AND %(to_id)s
-    WHERE e.period = 'day' AND e.quota IS NOT NULL
+    WHERE %(check_day)s AND e.period = 'day' AND e.quota IS NOT NULL
 ),
 crossed AS (
     SELECT m.*, th.threshold,

@@ -1,3 +1,4 @@
--- Give back claims whose message could not be sent, inside the claiming transaction: the event is
--- never committed, so the next run (or a concurrent one waiting on the key) claims it again.
-DELETE FROM events WHERE type = %(type)s AND dedup_key = ANY(%(dedup_keys)s::text[])
+-- Give back the claims of %(claimed_by)s whose message could not be sent: nothing is recorded, and the
+-- next run (or a concurrent one) claims them again.
+DELETE FROM bisman_ops_claims
+WHERE dedup_key = ANY(%(dedup_keys)s::text[]) AND claimed_by = %(claimed_by)s AND recorded_at IS NULL
