@@ -146,6 +146,11 @@ class StripeFaults:
         self.upstream = upstream
         self.failing: set[str] = set()
         self.seen: list[str] = []
+        self.delay_s = 0.0  # widens each request, so concurrent callers overlap
+        self.idempotency_keys: list[str] = []  # of the writes seen
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
         faults = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -153,7 +158,21 @@ class StripeFaults:
                 pass
 
             def _handle(self):
+                with faults._lock:
+                    faults.in_flight += 1
+                    faults.max_in_flight = max(faults.max_in_flight, faults.in_flight)
+                try:
+                    self._forward()
+                finally:
+                    with faults._lock:
+                        faults.in_flight -= 1
+
+            def _forward(self):
                 faults.seen.append(f"{self.command} {self.path}")
+                if self.command != "GET":
+                    faults.idempotency_keys.append(self.headers.get("Idempotency-Key") or "")
+                if faults.delay_s:
+                    threading.Event().wait(faults.delay_s)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.command in faults.failing or "*" in faults.failing:
                     payload = json.dumps({"error": {"type": "api_error", "message": "injected outage"}})

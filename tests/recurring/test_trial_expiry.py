@@ -168,20 +168,25 @@ def test_stripe_answering_500_fails_the_run_with_nothing_applied_and_the_next_ru
     assert len(cancels) == 2  # the failed attempt and the retry, same idempotency key
 
 
-def test_many_expired_trials_are_looked_up_in_bulk(
-    conn, tenants, primary_dsn, stripe_client, prices, stripe_faults, monkeypatch
+def test_stripe_calls_go_through_a_bounded_pool_and_every_cancel_keeps_its_idempotency_key(
+    conn, tenants, primary_dsn, stripe_client, prices, stripe_faults
 ):
-    monkeypatch.setattr(stripe_billing, "BULK_LOOKUP_THRESHOLD", 2)
-    ended = datetime.now(UTC) - timedelta(hours=1)
+    ended = datetime(2026, 1, 5, 3, tzinfo=UTC)
     ids = []
-    for i in range(4):
+    for i in range(12):
         t = tenants.add(plan="pro", status="trialing", trial_ends_at=ended)
-        sub = subscribe(stripe_client, prices, t, "pro", converted=i % 2 == 0)
+        sub = subscribe(stripe_client, prices, t, "pro", converted=i % 3 == 0)
         tenants._exec("UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (sub, t))
         ids.append(t)
     client = stripe_billing.make_client(context.STRIPE_SECRET_KEY, stripe_faults.url, retries=0)
+    stripe_faults.delay_s = 0.05
 
-    result = trial_expiry.expire_trials(conn, client, datetime.now(UTC), tenant_ids=ids)
+    result = trial_expiry.expire_trials(conn, client, ended + timedelta(hours=1), tenant_ids=ids,
+                                        page_size=5, workers=3)
 
-    assert (result.converted, result.expired) == (2, 2)
-    assert not any("/v1/subscriptions/sub_" in s and s.startswith("GET") for s in stripe_faults.seen)
+    assert (result.converted, result.expired, result.subscriptions_cancelled) == (4, 8, 8)
+    assert 2 <= stripe_faults.max_in_flight <= 3  # concurrent, and never more than the pool
+    assert [state(primary_dsn, t)[1] for t in ids] == ["active"] * 12
+    keys = stripe_faults.idempotency_keys
+    assert len(keys) == 8 and len(set(keys)) == 8
+    assert all(k.startswith("bisman-trial-expiry-cancel-sub_t") for k in keys)

@@ -95,6 +95,14 @@ def subscription_states(
         raise StripeUnavailable(_describe(exc, "reading subscriptions")) from None
 
 
+def subscription_state(client: stripe.StripeClient, subscription_id: str) -> SubscriptionState:
+    """One subscription's state ("missing" when Stripe has none). Raises ``StripeUnavailable``."""
+    try:
+        return _retrieve(client, subscription_id)
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(_describe(exc, f"reading {subscription_id}")) from None
+
+
 def _retrieve(client: stripe.StripeClient, subscription_id: str) -> SubscriptionState:
     try:
         return _state(client.v1.subscriptions.retrieve(subscription_id))

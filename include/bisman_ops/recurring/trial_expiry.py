@@ -1,11 +1,12 @@
 """Trial expiry: trials that ended become ``free``/``active``, or, when the tenant's Stripe
 subscription is active, ``active`` on that subscription's plan.
 
-Per page of expired trials: ask Stripe first (bulk when many), cancel the still-open
-subscriptions of those who did not convert (idempotency key per subscription and trial), then
-apply every outcome in one statement with its ``trial.expired``/``trial.converted`` event. A
+Per page of expired trials: each trial with a subscription is asked of Stripe through one bounded
+pool of workers for the whole run (its state, then, if it did not convert and is still open, a
+cancel with an idempotency key per subscription and trial), while the previous page is applied:
+every outcome of a page in one statement with its ``trial.expired``/``trial.converted`` event. A
 Stripe failure for a tenant leaves that tenant untouched in the database (nothing half-applied)
-and fails the run at the end; a Stripe outage on the lookup stops the run before any write.
+and fails the run at the end, after the others are applied.
 Mails go out afterwards from the recorded events (``notify``), each recorded as
 ``trial.notified`` once delivered, so a mail that failed is retried by the next run.
 """
@@ -13,7 +14,7 @@ Mails go out afterwards from the recorded events (``notify``), each recorded as
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -54,23 +55,32 @@ class TrialNoticeResult:
 
 
 def expire_trials(conn: psycopg.Connection, stripe_client, as_of: datetime, *,
-                  page_size: int = PAGE_SIZE, tenant_ids: list[int] | None = None) -> TrialExpiryResult:
-    """End every trial over at ``as_of``. Raises ``StripeUnavailable`` when Stripe could not be
-    read (nothing written for that page) or, after the rest is applied, when some cancels failed."""
+                  page_size: int = PAGE_SIZE, tenant_ids: list[int] | None = None,
+                  workers: int = stripe_billing.WORKERS) -> TrialExpiryResult:
+    """End every trial over at ``as_of``. Raises ``StripeUnavailable``, after everything else is
+    applied, when Stripe failed for some tenants (those are left exactly as they were)."""
     result = TrialExpiryResult(as_of=as_of)
     after_id = 0
-    while True:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(db.sql("expired_trials"), {"as_of": as_of, "after_id": after_id, "limit": page_size,
-                                                  "tenant_ids": tenant_ids})
-            trials = cur.fetchall()
-        if not trials:
-            break
-        after_id = trials[-1]["tenant_id"]
-        outcomes = _decide(stripe_client, trials, result)
-        _apply(conn, outcomes, as_of, result)
-        if len(trials) < page_size:
-            break
+    previous = None
+    # One bounded pool for the whole run: page N+1's Stripe calls are in flight while page N is applied.
+    with ThreadPoolExecutor(workers, thread_name_prefix="stripe") as pool:
+        while True:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(db.sql("expired_trials"), {"as_of": as_of, "after_id": after_id,
+                                                      "limit": page_size, "tenant_ids": tenant_ids})
+                trials = cur.fetchall()
+            current = None
+            if trials:
+                after_id = trials[-1]["tenant_id"]
+                current = [(t, pool.submit(_ask_stripe, stripe_client, t) if t["stripe_subscription_id"]
+                            else None) for t in trials]
+            if previous:
+                _apply(conn, _decide(previous, result), as_of, result)
+            previous = current
+            if not trials or len(trials) < page_size:
+                break
+        if previous:
+            _apply(conn, _decide(previous, result), as_of, result)
     if result.stripe_failures:
         raise StripeUnavailable(
             f"{len(result.stripe_failures)} trial(s) left as they were because Stripe failed "
@@ -78,14 +88,34 @@ def expire_trials(conn: psycopg.Connection, stripe_client, as_of: datetime, *,
     return result
 
 
-def _decide(stripe_client, trials: list[dict], result: TrialExpiryResult) -> list[TrialOutcome]:
-    states = stripe_billing.subscription_states(
-        stripe_client, [t["stripe_subscription_id"] for t in trials if t["stripe_subscription_id"]])
+def _trial_key(t: dict) -> str:
+    return f"{t['tenant_id']}:{t['trial_ends_at'].isoformat()}"
+
+
+def _ask_stripe(stripe_client, t: dict) -> tuple[stripe_billing.SubscriptionState, bool]:
+    """The trial's subscription state, and whether it was cancelled now (a still-open subscription
+    of a trial that did not convert; the idempotency key per subscription and trial makes a retry,
+    here or in a later run, a no-op at Stripe). Raises ``StripeUnavailable``."""
+    state = stripe_billing.subscription_state(stripe_client, t["stripe_subscription_id"])
+    if state.status in CANCEL_STATUSES:
+        key = f"bisman-trial-expiry-cancel-{t['stripe_subscription_id']}-{_trial_key(t)}"
+        stripe_billing.cancel_subscription(stripe_client, t["stripe_subscription_id"], key)
+        return state, True
+    return state, False
+
+
+def _decide(page: list[tuple[dict, Future | None]], result: TrialExpiryResult) -> list[TrialOutcome]:
+    """The outcome of each trial whose Stripe calls succeeded; the others are left out (untouched)."""
     outcomes: list[TrialOutcome] = []
-    to_cancel: list[tuple[dict, str]] = []
-    for t in trials:
-        state = states.get(t["stripe_subscription_id"]) if t["stripe_subscription_id"] else None
-        trial_key = f"{t['tenant_id']}:{t['trial_ends_at'].isoformat()}"
+    for t, future in page:
+        state, cancelled = None, False
+        if future is not None:
+            try:
+                state, cancelled = future.result()
+            except StripeUnavailable as exc:
+                result.stripe_failures.append(f"tenant {t['tenant_id']}: {exc}")
+                continue
+        trial_key = _trial_key(t)
         base = {"previous_plan": t["plan"], "trial_ends_at": t["trial_ends_at"].isoformat(),
                 "stripe_subscription_id": t["stripe_subscription_id"],
                 "stripe_status": state.status if state else None}
@@ -93,34 +123,10 @@ def _decide(stripe_client, trials: list[dict], result: TrialExpiryResult) -> lis
             outcomes.append(TrialOutcome(t["tenant_id"], "trial.converted", state.plan,
                                          f"trial.converted:{trial_key}", {**base, "plan": state.plan}))
             continue
-        cancel = state is not None and state.status in CANCEL_STATUSES
-        outcome = TrialOutcome(t["tenant_id"], "trial.expired", "free", f"trial.expired:{trial_key}",
-                               {**base, "plan": "free", "subscription_cancelled": cancel})
-        if cancel:
-            to_cancel.append((t, f"bisman-trial-expiry-cancel-{t['stripe_subscription_id']}-{trial_key}"))
-        outcomes.append(outcome)
-    failed = _cancel_all(stripe_client, to_cancel, result)
-    return [o for o in outcomes if o.tenant_id not in failed]
-
-
-def _cancel_all(stripe_client, to_cancel: list[tuple[dict, str]], result: TrialExpiryResult) -> set[int]:
-    def cancel(item: tuple[dict, str]) -> tuple[int, str | None]:
-        trial, key = item
-        try:
-            stripe_billing.cancel_subscription(stripe_client, trial["stripe_subscription_id"], key)
-        except StripeUnavailable as exc:
-            return trial["tenant_id"], str(exc)
-        return trial["tenant_id"], None
-
-    failed: set[int] = set()
-    with ThreadPoolExecutor(stripe_billing.WORKERS) as pool:
-        for tenant_id, error in pool.map(cancel, to_cancel):
-            if error:
-                failed.add(tenant_id)
-                result.stripe_failures.append(f"tenant {tenant_id}: {error}")
-            else:
-                result.subscriptions_cancelled += 1
-    return failed
+        result.subscriptions_cancelled += cancelled
+        outcomes.append(TrialOutcome(t["tenant_id"], "trial.expired", "free", f"trial.expired:{trial_key}",
+                                     {**base, "plan": "free", "subscription_cancelled": cancelled}))
+    return outcomes
 
 
 def _apply(conn: psycopg.Connection, outcomes: list[TrialOutcome], as_of: datetime,
