@@ -353,7 +353,7 @@ def _why(change: ResourceChange) -> str:
 
 
 _REASONS = {
-    "replace_because_cannot_update": "an argument that cannot change in place changed",
+    "replace_because_cannot_update": "an argument that forces replacement changed",
     "replace_by_triggers": "a replace trigger changed",
     "replace_by_request": "replacement was requested",
     "replace_because_tainted": "the resource is tainted",
