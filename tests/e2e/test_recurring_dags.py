@@ -41,6 +41,7 @@ def tenant_ids(dsn):
     stale = [r[0] for r in sql(
         dsn, "SELECT id FROM tenants WHERE slug LIKE 'e2e-over-%%' OR slug LIKE 'e2e-trial-%%'")]
     sql(dsn, "DELETE FROM events WHERE tenant_id = ANY(%s)", (stale,))
+    sql(dsn, "DELETE FROM bisman_ops_claims WHERE tenant_id = ANY(%s)", (stale,))
     sql(dsn, "DELETE FROM tenant_usage WHERE tenant_id = ANY(%s)", (stale,))
     sql(dsn, "DELETE FROM tenants WHERE id = ANY(%s)", (stale,))
     base = 870_000_000 + uuid.uuid4().int % 1_000_000 * 10
@@ -52,6 +53,7 @@ def tenant_ids(dsn):
          trial, f"e2e-trial-{trial}", f"billing+e2e{trial}@tenants.bisman.test"))
     yield {"over": over, "trial": trial}
     sql(dsn, "DELETE FROM events WHERE tenant_id = ANY(%s)", ([over, trial],))
+    sql(dsn, "DELETE FROM bisman_ops_claims WHERE tenant_id = ANY(%s)", ([over, trial],))
     sql(dsn, "DELETE FROM tenant_usage WHERE tenant_id = ANY(%s)", ([over, trial],))
     sql(dsn, "DELETE FROM tenants WHERE id = ANY(%s)", ([over, trial],))
 

@@ -95,14 +95,47 @@ def test_a_publicly_accessible_database_and_an_alb_without_waf_are_findings(aws_
     assert any(f["kind"] == "alb_missing" for f in missing_alb)
 
 
-def test_secrets_past_90_days_and_certificates_within_30_days_are_findings(aws_clients):
+def test_secrets_past_90_days_are_findings(aws_clients):
     now = datetime.now(UTC)
-    # moto dates everything "now": audit as of a day 100 days ahead, when both have aged.
+    # moto dates every secret "now": audit as of a day 100 days ahead, when they have aged.
     later = weekly_audit.security_findings(aws_clients, "no-such-alb", now + timedelta(days=100))
-    kinds = {f["kind"] for f in later}
-    assert "secret_not_rotated" in kinds
+    assert "secret_not_rotated" in {f["kind"] for f in later}
     today = weekly_audit.security_findings(aws_clients, "no-such-alb", now)
-    assert not any(f["kind"] in ("secret_not_rotated", "certificate_expiring") for f in today)
+    assert not any(f["kind"] == "secret_not_rotated" for f in today)
+
+
+def _self_signed(domain: str, not_before: datetime, not_after: datetime) -> tuple[bytes, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(not_before)
+            .not_valid_after(not_after).sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def test_a_certificate_expiring_within_30_days_is_a_finding_and_one_beyond_is_not(aws_clients):
+    domain = f"audit-{uuid.uuid4().hex[:8]}.bisman.test"
+    # moto refuses an already expired certificate, so it expires 60 days out at a midnight; the audit
+    # dates are fixed relative to that expiry, not read from the clock.
+    expires = datetime.combine(datetime.now(UTC).date() + timedelta(days=60), datetime.min.time(), UTC)
+    cert, key = _self_signed(domain, expires - timedelta(days=120), expires)
+    arn = aws_clients["acm"].import_certificate(Certificate=cert, PrivateKey=key)["CertificateArn"]
+    try:
+        soon = weekly_audit.security_findings(aws_clients, "no-such-alb", expires - timedelta(days=17))
+        early = weekly_audit.security_findings(aws_clients, "no-such-alb", expires - timedelta(days=31))
+    finally:
+        aws_clients["acm"].delete_certificate(CertificateArn=arn)
+    mine = [f for f in soon if f["kind"] == "certificate_expiring" and f["resource"] == domain]
+    assert mine == [{"kind": "certificate_expiring", "resource": domain,
+                     "detail": f"expires {expires.date().isoformat()} (< 30 days)"}]
+    assert not any(f["kind"] == "certificate_expiring" and f["resource"] == domain for f in early)
 
 
 def test_stripe_reconciliation_lists_tenants_that_disagree_with_their_subscription(ctx, tenants):
