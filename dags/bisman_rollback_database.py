@@ -3,281 +3,53 @@
 
 **When:** data was damaged (a bad migration, a destructive bug) and a snapshot from before is good.
 **Changes:** creates a snapshot of the live instance and a NEW instance restored from the chosen
-snapshot; only if asked and approved, points the application at it. The original instance is never
-deleted, renamed or modified.
+snapshot; only if asked and approved, points PgBouncer at it. The original instance is never
+deleted, renamed or modified, and the application's secret is never rewritten.
 
 **Runbook**
 
 1. Trigger with the form: environment; the instance (empty: the environment's primary);
    `snapshot_identifier` (`latest` or an id); `target_instance_identifier` (empty: derived as
-   `<instance>-rb-<run>`; never the live name); `switch_traffic`; the **reason**.
-2. Type the DB instance identifier in **confirm**.
-3. Under the environment's change lock, `validate_request` checks the snapshot exists, is
-   `available` and belongs to that instance, and states the data lost (writes after the snapshot).
-4. `take_pre_rollback_snapshot` snapshots the live instance first, so this rollback can itself be
-   undone; `restore_snapshot` creates the new instance with the original's class, subnet group,
-   security groups and parameter group; the sensors wait (reschedule mode) up to
-   `wait_timeout_seconds` each.
-5. `verify_restored_database` connects, runs SQL and checks every application table is there.
-6. With `switch_traffic`: `approve_traffic_switch` waits for a human (Approve/Reject in the UI's
-   Required Actions). Approved: `switch_traffic` points the application secret's `DATABASE_URL` (when
-   it names the instance directly) and PgBouncer's pool at the restored instance — PAUSE, repoint,
-   RELOAD, RECONNECT, RESUME, so clients queue instead of failing — and `verify_health` checks the
-   health endpoints. Rejected: nothing after the approval changes.
-7. The lock is released; report (JSON + Markdown) in the state bucket under `reports/<env>/`; the
-   team gets the outcome with the reason.
+   `<instance>-rb-<run>`; RDS's rules: a letter first, letters, digits and single hyphens, no
+   hyphen at the end, at most 63); `switch_traffic`; the **reason**; the instance id in **confirm**.
+2. `validate_request` checks everything before the lock is taken or anyone is paged: identifiers,
+   the instance belongs to the environment (its name or its `Environment` tag), the snapshot is
+   that instance's and `available`, the data the snapshot loses, and, to switch, that PgBouncer's
+   configuration is reachable and the application reaches the database through PgBouncer.
+3. The environment's change lock is taken, then the team is told what starts.
+4. `take_pre_rollback_snapshot` (so this rollback can be undone), `restore_snapshot` into the new
+   instance with the original's settings; the sensors wait up to `wait_timeout_seconds` each.
+5. `verify_restored_database` connects to the new instance and checks every application table.
+6. With `switch_traffic`: `approve_traffic_switch` asks the team (Required actions, link by email
+   and Slack; no answer within the timeout rejects). `switch_traffic` re-checks the answer and the
+   lock, then rewrites PgBouncer's entry, PAUSEs the pool (bounded by `pause_timeout_seconds`),
+   RELOADs, RECONNECTs and RESUMEs; `pgbouncer_resumed` RESUMEs again as a teardown whatever
+   happened. `traffic_on_restored_instance` proves the switch from `SHOW DATABASES` and from a query
+   through PgBouncer answered by the restored server; `application_healthy` waits for the health
+   endpoints.
+7. The lock is released; the report (JSON + Markdown) goes to the state bucket under
+   `reports/<env>/`; the team gets the outcome with the reason.
 
-**Undo a switch:** trigger again with the pre-rollback snapshot the report names, or point
-PgBouncer back at the original instance (its name is in the report) and restore the secret's
-AWSPREVIOUS version. **Clean up** the restored instance only by hand, once it is not needed.
-
-*Sandbox:* the restored instance is a moto record; SQL checks and PgBouncer use
-`BISMAN_ROLLBACK_DB_ENDPOINT_OVERRIDE` (the sandbox primary) in its place.
+**Undo a switch:** point PgBouncer's entry back at the original instance (named in the report) and
+RELOAD. **Clean up** the restored instance only by hand, once it is not needed.
 """
 
 from __future__ import annotations
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, Param, task
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param, chain, task
 
 from bisman_ops import params
+from bisman_ops.change import lock, report
+from bisman_ops.change.approval import ChangeApproval
+from bisman_ops.change.notify import TeamNotifier
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
+from bisman_ops.rollback import RDS_IDENTIFIER_PATTERN, database_steps, steps
 
 DAG_ID = "bisman_rollback_database"
-TITLE = "Database rollback (RDS snapshot restore)"
-STEP_IDS = [
-    "acquire_change_lock",
-    "notify_team_of_start",
-    "validate_request",
-    "take_pre_rollback_snapshot",
-    "pre_rollback_snapshot_available",
-    "restore_snapshot",
-    "restored_instance_available",
-    "verify_restored_database",
-    "switch_requested",
-    "approve_traffic_switch",
-    "switch_traffic",
-    "verify_health",
-    "release_change_lock",
-]
-POKE_INTERVAL_S = 20
-SENSOR_CEILING_S = 6 * 3600
-
-
-def _plan(plan: dict):
-    from bisman_ops.rollback.database import DatabaseRollbackPlan
-
-    return DatabaseRollbackPlan.from_dict(plan)
-
-
-def describe_request(p: dict) -> str:
-    """What the team is told is starting."""
-    return (
-        f"restore of {p.get('db_instance_identifier') or 'the primary'} in "
-        f"{p['environment']} from snapshot {p['snapshot_identifier']}"
-        f"{' with traffic switch' if p['switch_traffic'] else ''}"
-    )
-
-
-@task(task_id="validate_request")
-def validate_request() -> dict:
-    from bisman_ops.rollback import database, runtime
-
-    ctx = runtime.context()
-    p = ctx["params"]
-    with runtime.step("Plan") as section:
-        plan = database.plan_rollback(
-            runtime.aws_client("rds"),
-            environment=p["environment"],
-            db_instance_identifier=p.get("db_instance_identifier"),
-            snapshot_identifier=p["snapshot_identifier"],
-            target_instance_identifier=p.get("target_instance_identifier"),
-            switch_traffic=bool(p["switch_traffic"]),
-            confirm=p.get("confirm"),
-            run_id=ctx["ti"].run_id,
-        )
-        section.add("instance (untouched)", plan.instance)
-        section.add("snapshot", f"{plan.snapshot} taken {plan.snapshot_time}")
-        section.add("data loss", plan.data_loss)
-        section.add("restore into", plan.target)
-        section.add("pre-rollback snapshot", plan.pre_rollback_snapshot)
-        section.add("switch traffic", plan.switch_traffic)
-        return plan.to_dict()
-
-
-@task(task_id="take_pre_rollback_snapshot")
-def take_pre_rollback_snapshot(plan: dict) -> float:
-    import time
-
-    from bisman_ops.rollback import database, runtime
-
-    with runtime.step("Pre-rollback snapshot") as section:
-        rollback = _plan(plan)
-        status = database.take_pre_rollback_snapshot(runtime.aws_client("rds"), rollback)
-        section.add("snapshot", f"{rollback.pre_rollback_snapshot} of {rollback.instance} ({status})")
-        return time.time() + int(runtime.context()["params"]["wait_timeout_seconds"])
-
-
-@task.sensor(
-    task_id="pre_rollback_snapshot_available",
-    mode="reschedule",
-    poke_interval=POKE_INTERVAL_S,
-    timeout=SENSOR_CEILING_S,
-)
-def pre_rollback_snapshot_available(plan: dict, deadline: float) -> bool:
-    from bisman_ops.rollback import database, runtime
-
-    rollback = _plan(plan)
-    with runtime.step("Pre-rollback snapshot available") as section:
-        ok, failed, detail = database.snapshot_progress(
-            runtime.aws_client("rds"), rollback.pre_rollback_snapshot
-        )
-        return _judge(
-            section, ok, failed, detail, deadline, "the pre-rollback snapshot; nothing was restored yet"
-        )
-
-
-def _judge(section, ok: bool, failed: bool, detail: str, deadline: float, what: str) -> bool:
-    import time
-
-    from bisman_ops.rollback import RollbackFailed, runtime
-
-    section.add("last seen", detail)
-    if failed:
-        raise RollbackFailed(f"{detail}: waiting for {what} cannot succeed")
-    if ok:
-        return True
-    if time.time() > deadline:
-        raise RollbackFailed(
-            f"{detail} after wait_timeout_seconds, waiting for {what}; check the RDS "
-            "console's events, then clear this task to wait again"
-        )
-    runtime.renew_lock()
-    return False
-
-
-@task(task_id="restore_snapshot")
-def restore_snapshot(plan: dict) -> float:
-    import time
-
-    from bisman_ops.rollback import database, runtime
-
-    ctx = runtime.context()
-    with runtime.step("Restore") as section:
-        rollback = _plan(plan)
-        status = database.restore(runtime.aws_client("rds"), rollback, ctx["ti"].run_id)
-        section.add("restored", f"{rollback.snapshot} -> new instance {rollback.target} ({status})")
-        return time.time() + int(ctx["params"]["wait_timeout_seconds"])
-
-
-@task.sensor(
-    task_id="restored_instance_available",
-    mode="reschedule",
-    poke_interval=POKE_INTERVAL_S,
-    timeout=SENSOR_CEILING_S,
-)
-def restored_instance_available(plan: dict, deadline: float) -> bool:
-    from bisman_ops.rollback import database, runtime
-
-    rollback = _plan(plan)
-    with runtime.step("Restored instance available") as section:
-        ok, failed, detail = database.instance_progress(runtime.aws_client("rds"), rollback.target)
-        return _judge(
-            section,
-            ok,
-            failed,
-            detail,
-            deadline,
-            f"{rollback.target} to become available; the original {rollback.instance} is untouched",
-        )
-
-
-@task(task_id="verify_restored_database")
-def verify_restored_database(plan: dict) -> str:
-    from airflow.sdk import BaseHook
-
-    from bisman_ops import config
-    from bisman_ops.rollback import database, runtime
-
-    with runtime.step("Restored database verified") as section:
-        rollback = _plan(plan)
-        rds = runtime.aws_client("rds")
-        section.table(
-            "Settings copied from the original",
-            ["setting", "original", "restored"],
-            database.restored_settings(rds, rollback),
-        )
-        host, port, how = database.sql_endpoint(rds, rollback.target)
-        creds = BaseHook.get_connection(config.APP_DB_PRIMARY_CONN_ID)
-        seen = database.verify_restored(host, port, creds.schema, creds.login, creds.password)
-        section.add(
-            "SQL",
-            f"answers at {host}:{port} ({how}); {seen['tables']} application tables, "
-            f"{seen['tenants']} tenants",
-        )
-        return (
-            f"Point the application at **{rollback.target}** (restored from `{rollback.snapshot}`, "
-            f"taken {rollback.snapshot_time}).\n\n**Data loss:** {rollback.data_loss}.\n\n"
-            f"The original `{rollback.instance}` stays as it is; pre-rollback snapshot "
-            f"`{rollback.pre_rollback_snapshot}`.\n\nReason given: {runtime.context()['params']['reason']}"
-        )
-
-
-@task.short_circuit(task_id="switch_requested", ignore_downstream_trigger_rules=False)
-def switch_requested() -> bool:
-    from bisman_ops.rollback import runtime
-
-    return bool(runtime.context()["params"]["switch_traffic"])
-
-
-@task(task_id="switch_traffic")
-def switch_traffic(plan: dict) -> None:
-    import os
-
-    from airflow.sdk import BaseHook
-
-    from bisman_ops import config
-    from bisman_ops.rollback import database, resource_names, runtime
-
-    ctx = runtime.context()
-    with runtime.step("Traffic switched") as section:
-        rollback = _plan(plan)
-        rds = runtime.aws_client("rds")
-        target = database.describe_instance(rds, rollback.target) or {}
-        address = (target.get("Endpoint") or {}).get("Address") or rollback.target
-        names = resource_names(rollback.environment)
-        section.values.update(
-            database.switch_secret(
-                runtime.aws_client("secretsmanager"), names.app_secret_name, rollback, address
-            )
-        )
-        host, port, how = database.sql_endpoint(rds, rollback.target)
-        admin = BaseHook.get_connection(config.PGBOUNCER_ADMIN_CONN_ID)
-        app_db = BaseHook.get_connection(config.APP_DB_CONN_ID)
-        admin_dsn = (
-            f"host={admin.host} port={admin.port} dbname={admin.schema} user={admin.login} "
-            f"password={admin.password}"
-        )
-        done = database.switch_pgbouncer(
-            admin_dsn,
-            os.environ[database.PGBOUNCER_INI_ENV],
-            app_db.schema,
-            host,
-            port,
-            f"restored {rollback.target} by {ctx['ti'].run_id}",
-        )
-        section.values.update(done)
-        section.add("PgBouncer target", how)
-
-
-@task(task_id="verify_health")
-def verify_health() -> None:
-    from bisman_ops import app_api
-    from bisman_ops.rollback import health, runtime
-
-    with runtime.step("Health after the switch") as section:
-        section.table("Health", ["path", "status", "ms"], health.check_health(app_api.base_url()))
-
+APPROVAL_TIMEOUT = timedelta(hours=2)
+DB_IDENTIFIER = f"^$|{RDS_IDENTIFIER_PATTERN}"
 
 with DAG(
     dag_id=DAG_ID,
@@ -285,12 +57,18 @@ with DAG(
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=CHANGE_ARGS,
+    default_args={**CHANGE_ARGS, "on_failure_callback": [TeamNotifier()]},
     tags=["bisman", "rollback"],
     doc_md=__doc__,
     params={
         "environment": params.environment(),
-        "db_instance_identifier": params.identifier("DB instance", "Empty: the environment's primary."),
+        "db_instance_identifier": Param(
+            None,
+            type=["null", "string"],
+            pattern=DB_IDENTIFIER,
+            title="DB instance",
+            description="Empty: the environment's primary.",
+        ),
         "snapshot_identifier": Param(
             "latest",
             type="string",
@@ -298,14 +76,19 @@ with DAG(
             title="Snapshot",
             description="`latest` or a snapshot identifier.",
         ),
-        "target_instance_identifier": params.identifier(
-            "Restore into", "Empty: derived from the instance and the run; never the live instance."
+        "target_instance_identifier": Param(
+            None,
+            type=["null", "string"],
+            pattern=DB_IDENTIFIER,
+            title="Restore into",
+            description="Empty: derived from the instance and the run; never the live instance. RDS's rules: "
+            "1-63 letters, digits, hyphens; a letter first; no '--'; no hyphen at the end.",
         ),
         "switch_traffic": Param(
             False,
             type="boolean",
             title="Switch traffic",
-            description="Point the application at the restored instance (asks for approval first).",
+            description="Point PgBouncer at the restored instance (asks for approval first).",
         ),
         "wait_timeout_seconds": Param(
             5400,
@@ -315,29 +98,71 @@ with DAG(
             title="Wait for available (seconds)",
             description="How long each snapshot and the restore may take.",
         ),
+        "pause_timeout_seconds": Param(
+            30,
+            type="integer",
+            minimum=1,
+            maximum=300,
+            title="PAUSE bound (seconds)",
+            description="How long PgBouncer's PAUSE may wait for running "
+            "transactions before the switch gives up and resumes.",
+        ),
         "reason": params.reason(),
         "confirm": params.confirm("the DB instance identifier"),
     },
 ) as dag:
-    from bisman_ops.rollback import runtime_tasks
+    begun = report.begin_run_report()
+    plan = database_steps.validate_request()
+    acquired = lock.acquire_change_lock(note="database rollback: {{ params.reason }}")
+    started = steps.notify_team_of_start(
+        what="restore of {{ params.db_instance_identifier or 'the primary' }} in {{ params.environment }} "
+        "from snapshot {{ params.snapshot_identifier }}{{ ' with traffic switch' if params.switch_traffic }}"
+    )
 
-    lock, started = runtime_tasks.opening(TITLE, describe_request)
-    plan = validate_request()
-    snap_deadline = take_pre_rollback_snapshot(plan)
-    snapshot_ready = pre_rollback_snapshot_available(plan, snap_deadline)
-    restore_deadline = restore_snapshot(plan)
-    restored = restored_instance_available(plan, restore_deadline)
-    approval_body = verify_restored_database(plan)
-    approve = ApprovalOperator(
+    snapshot = database_steps.take_pre_rollback_snapshot(plan)
+    snapshot_ready = database_steps.pre_rollback_snapshot_available(plan)
+    restored = database_steps.restore_snapshot(plan)
+    restored_ready = database_steps.restored_instance_available(plan)
+    verified = database_steps.verify_restored_database(plan)
+
+    switch_requested = task.short_circuit(
+        database_steps.switch_requested, task_id="switch_requested", ignore_downstream_trigger_rules=False
+    )()
+    answer = ChangeApproval(
         task_id="approve_traffic_switch",
-        subject="Switch the application to the restored database?",
-        body="{{ ti.xcom_pull(task_ids='verify_restored_database') }}",
+        subject="Switch the application to the restored database "
+        "{{ ti.xcom_pull(task_ids='validate_request')['target'] }}?",
+        body="{{ ti.xcom_pull(task_ids='validate_request')['approval_text'] }}",
+        response_timeout=APPROVAL_TIMEOUT,
     )
-    switched = switch_traffic(plan)
-    healthy = verify_health()
-    release, report = runtime_tasks.teardowns(
-        lock, TITLE, STEP_IDS, "The snapshot was restored into a new instance and verified."
+    switched = database_steps.switch_traffic(plan, verified, answer.output)
+    resumed = database_steps.pgbouncer_resumed().as_teardown(setups=switched)
+    on_restored = database_steps.traffic_on_restored_instance(verified)
+    healthy = steps.application_healthy()
+
+    released = lock.release_change_lock().as_teardown(setups=acquired)
+    written = report.write_run_report(
+        title="Database rollback (RDS snapshot restore) in {{ params.environment }}",
+        purpose="{{ params.reason }}",
+        notify_team=True,
+    ).as_teardown(setups=begun)
+
+    chain(
+        begun,
+        plan,
+        acquired,
+        started,
+        snapshot,
+        snapshot_ready,
+        restored,
+        restored_ready,
+        verified,
+        switch_requested,
+        answer,
+        switched,
+        on_restored,
+        healthy,
+        released,
+        written,
     )
-    started >> plan
-    snapshot_ready >> restore_deadline
-    restored >> approval_body >> switch_requested() >> approve >> switched >> healthy >> release >> report
+    switched >> resumed >> released

@@ -126,8 +126,11 @@ def healthy(ctx: SandboxContext) -> bool:
 
 
 def settings(ctx: SandboxContext) -> dict[str, str]:
-    """Where the database rollback repoints PgBouncer when it switches traffic."""
-    return {"BISMAN_PGBOUNCER_INI": str(folder(ctx) / "pgbouncer.ini")}
+    """How the database rollback rewrites PgBouncer's configuration: its ini in the state folder
+    (bisman_sandbox.rollback_impl)."""
+    from bisman_ops.extension import env_var
+
+    return {env_var("pgbouncer_config"): "bisman_sandbox.rollback_impl:SandboxPgBouncerConfig"}
 
 
 def connections(ctx: SandboxContext) -> dict[str, dict]:

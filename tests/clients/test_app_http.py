@@ -18,8 +18,10 @@ def test_base_url_comes_from_the_airflow_connection(ctx, airflow_conns):
 
 
 def test_a_bare_host_takes_the_connection_schema(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_SOME_API",
-                       json.dumps({"conn_type": "http", "host": "api.example.com", "schema": "https"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SOME_API",
+        json.dumps({"conn_type": "http", "host": "api.example.com", "schema": "https"}),
+    )
     assert app_http.base_url("some_api") == "https://api.example.com"
 
 
@@ -30,8 +32,9 @@ def test_probe_reports_each_health_endpoint_of_a_healthy_app(airflow_conns):
 
 
 def test_probe_names_endpoints_that_do_not_answer(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_NOTHING", json.dumps({"conn_type": "http", "host": "http://127.0.0.1",
-                                                           "port": 9}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NOTHING", json.dumps({"conn_type": "http", "host": "http://127.0.0.1", "port": 9})
+    )
     results = app_http.probe_health("nothing", timeout=1)
     assert all(str(r["status"]).startswith("no answer") for r in results)
     assert len(app_http.unhealthy(results)) == len(app_http.HEALTH_PATHS)
@@ -56,8 +59,10 @@ class Flaky(BaseHTTPRequestHandler):
 def test_request_retries_gateway_errors_then_returns_the_answer(monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AIRFLOW_CONN_FLAKY", json.dumps({"conn_type": "http", "host": "http://127.0.0.1",
-                                                         "port": server.server_port}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FLAKY",
+        json.dumps({"conn_type": "http", "host": "http://127.0.0.1", "port": server.server_port}),
+    )
     try:
         Flaky.calls = 0
         assert app_http.request("GET", "/x", conn_id="flaky", attempts=3).status_code == 200

@@ -16,11 +16,14 @@ def test_a_configured_module_attribute_is_loaded():
     assert extension.load("pgbouncer switch", None, environ=env) is extension.load
 
 
-@pytest.mark.parametrize(("spec", "problem"), [
-    ("no-colon", "is not 'package.module:attribute'"),
-    ("no_such_module_xyz:thing", "cannot be imported"),
-    ("bisman_ops.extension:missing", "has no attribute"),
-])
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("no-colon", "is not 'package.module:attribute'"),
+        ("no_such_module_xyz:thing", "cannot be imported"),
+        ("bisman_ops.extension:missing", "has no attribute"),
+    ],
+)
 def test_a_bad_spec_names_the_variable_and_the_problem(spec, problem):
     with pytest.raises(ValueError, match=problem) as err:
         extension.load("x", None, environ={"BISMAN_IMPL_X": spec})

@@ -4,7 +4,6 @@ refused rollback must leave as it was."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -42,19 +41,20 @@ def primary_dsn(ctx) -> str:
     )
 
 
-def _tree_hash(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(folder)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+def _state_objects(s3, bucket: str) -> list[tuple[str, str]]:
+    """Terraform's state and plans in the state bucket (run reports excluded: refusals write one)."""
+    try:
+        listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    except Exception:
+        return []
+    return sorted((o["Key"], o["ETag"]) for o in listed if not o["Key"].startswith("reports/"))
 
 
-def world(ctx, clients) -> dict:
-    """What a refused rollback must not change: moto (ECS, RDS, secret, lock items), the sandbox
-    database, the Terraform stand-in's state and working tree."""
+def world(ctx, clients, environment: str = "staging") -> dict:
+    """What a refused rollback must not change: moto (ECS, RDS, secret, lock items, Terraform's
+    objects in the state bucket), the sandbox database, PgBouncer's pools."""
     ecs, rds = clients["ecs"], clients["rds"]
-    names = aws.names()
+    names = aws.names(environment)
     service = ecs.describe_services(cluster=names.ecs_cluster_name, services=[names.ecs_service_name])[
         "services"
     ][0]
@@ -72,16 +72,8 @@ def world(ctx, clients) -> dict:
             "SELECT (SELECT count(*) FROM pg_database), (SELECT md5(string_agg(t::text, ',' "
             "ORDER BY id)) FROM tenants t), (SELECT count(*) FROM events)"
         ).fetchone()
-    backend = terraform_workspace.backend_dir(ctx)
-    tree = terraform_workspace.workspace_dir(ctx)
-    git = (
-        subprocess.run(
-            ["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout
-        + subprocess.run(
-            ["git", "-C", str(tree), "status", "--porcelain"], capture_output=True, text=True, check=True
-        ).stdout
-    )
+    with psycopg.connect(pgbouncer.dsn(ctx, "admin"), autocommit=True, prepare_threshold=None) as admin:
+        pools = sorted((r[0], r[1], r[2]) for r in admin.execute("SHOW DATABASES").fetchall())
     return {
         "service": (
             service["taskDefinition"],
@@ -96,8 +88,8 @@ def world(ctx, clients) -> dict:
         "secret_versions": sorted((v["VersionId"], tuple(v.get("VersionStages", []))) for v in secret),
         "locks": json.dumps(locks, sort_keys=True, default=str),
         "database": db,
-        "terraform_state": _tree_hash(backend) if backend.exists() else None,
-        "terraform_tree": git,
+        "pgbouncer": pools,
+        "terraform_objects": _state_objects(clients["s3"], names.state_bucket),
     }
 
 

@@ -1,4 +1,5 @@
-"""Database rollback logic against the sandbox's moto RDS and its real PostgreSQL and PgBouncer."""
+"""Database rollback logic against the sandbox's moto RDS, its real PostgreSQL (the primary and a
+restored instance of its own) and its real PgBouncer."""
 
 from __future__ import annotations
 
@@ -6,19 +7,33 @@ import json
 import uuid
 from datetime import timedelta
 
-import boto3
+import jsonschema
 import psycopg
 import pytest
-from moto import mock_aws
 
-from bisman_ops.rollback import RollbackFailed, RollbackRefused
+from bisman_ops import config
+from bisman_ops.change.errors import CheckFailed
+from bisman_ops.clients import pgbouncer as pgb
+from bisman_ops.clients import postgres as pg
+from bisman_ops.rollback import RDS_IDENTIFIER_PATTERN, database_steps, resource_names
 from bisman_ops.rollback import database as db
-from bisman_sandbox import aws, pgbouncer
+from bisman_sandbox import aws, launcher, pgbouncer, postgres
+from bisman_sandbox.rollback_impl import SandboxDatabaseEndpoints, SandboxPgBouncerConfig
 from tests.rollback.conftest import primary_dsn
 
 N = aws.names()
 PRIMARY = N.db_instance_identifier
 RUN_ID = f"manual__test-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def airflow_conns(ctx):
+    """The sandbox's connections as AIRFLOW_CONN_* for the product's clients."""
+    mp = pytest.MonkeyPatch()
+    for conn_id, conn in launcher.connections(ctx).items():
+        mp.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -32,201 +47,275 @@ def snapshots(clients):
     return {"mine": mine, "other": other}
 
 
-def request(rds, **overrides):
+def request(clients, **overrides):
     args = {
-        "environment": "staging",
+        "names": resource_names("staging", {}),
         "db_instance_identifier": None,
         "snapshot_identifier": "latest",
         "target_instance_identifier": None,
         "switch_traffic": False,
         "confirm": PRIMARY,
         "run_id": RUN_ID,
-        "environ": {},
+        "switch_available": True,
     } | overrides
-    return db.plan_rollback(rds, **args)
+    return db.validate_request(clients["rds"], clients["secretsmanager"], **args)
 
 
 def test_latest_snapshot_is_chosen_and_the_data_loss_is_stated(clients, snapshots, unchanged):
     rds = clients["rds"]
     taken = db.describe_snapshot(rds, snapshots["mine"])["SnapshotCreateTime"]
-    plan = request(rds, now=taken + timedelta(hours=2, minutes=5))
+    plan = request(clients, now=taken + timedelta(hours=2, minutes=5))
     assert plan.snapshot == db.latest_snapshot(rds, PRIMARY)["DBSnapshotIdentifier"]
-    explicit = request(rds, snapshot_identifier=snapshots["mine"], now=taken + timedelta(hours=2, minutes=5))
+    explicit = request(
+        clients, snapshot_identifier=snapshots["mine"], now=taken + timedelta(hours=2, minutes=5)
+    )
     assert explicit.data_loss_seconds == pytest.approx(7500, abs=1)
     assert "(2 h 5 min before this check)" in explicit.data_loss
     assert explicit.target.startswith(f"{PRIMARY}-rb-") and explicit.target != PRIMARY
     assert explicit.instance_class == aws.DB_INSTANCE_CLASS
     assert explicit.subnet_group and explicit.parameter_group and explicit.security_group_ids
+    assert explicit.bound_by == "by name"
 
 
-@pytest.mark.parametrize(
-    ("confirm", "message"),
-    [(None, "confirm is empty"), (N.db_replica_identifier, "does not match the DB instance identifier")],
-)
-def test_missing_or_wrong_confirm_is_refused(clients, unchanged, confirm, message):
-    with pytest.raises(RollbackRefused, match=message):
-        request(clients["rds"], confirm=confirm)
+@pytest.mark.parametrize("confirm", [None, "", N.db_replica_identifier])
+def test_missing_or_wrong_confirm_is_refused(clients, unchanged, confirm):
+    with pytest.raises(CheckFailed, match="confirm: seen") as err:
+        request(clients, confirm=confirm)
+    assert PRIMARY in err.value.expected
 
 
-def test_unknown_environment_is_refused(clients, unchanged):
-    with pytest.raises(RollbackRefused, match="unknown environment 'qa'"):
-        request(clients["rds"], environment="qa")
+@pytest.mark.parametrize("bad", ["abc--def", "abc-", "1abc", "a" * 64, "abc_def"])
+def test_identifiers_rds_refuses_are_refused_by_the_form_and_the_validation(clients, unchanged, bad):
+    # The form's pattern (Airflow validates params with jsonschema) ...
+    from dags.bisman_rollback_database import DB_IDENTIFIER
+
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, {"type": ["null", "string"], "pattern": DB_IDENTIFIER})
+    # ... and the validation, before any snapshot is taken (the world stays unchanged).
+    with pytest.raises(CheckFailed, match="target_instance_identifier: seen") as err:
+        request(clients, target_instance_identifier=bad)
+    assert "no two hyphens" in err.value.expected or "hyphens in a row" in err.value.expected
+
+
+@pytest.mark.parametrize("good", ["a", "abc-def", "Restored1", "a" * 63, "a-b-c-1"])
+def test_identifiers_rds_accepts_pass(good):
+    import re
+
+    assert re.search(RDS_IDENTIFIER_PATTERN, good)
+
+
+def test_an_instance_of_another_environment_is_refused_before_the_lock(clients, unchanged):
+    prod = aws.names("prod").db_instance_identifier
+    with pytest.raises(CheckFailed, match=f"DB instance {prod} belongs to staging"):
+        request(clients, db_instance_identifier=prod, confirm=prod)
 
 
 def test_snapshot_that_does_not_exist_is_refused(clients, unchanged):
-    with pytest.raises(RollbackRefused, match="snapshot 'no-such-snapshot' does not exist"):
-        request(clients["rds"], snapshot_identifier="no-such-snapshot")
+    with pytest.raises(CheckFailed, match="'no-such-snapshot' does not exist"):
+        request(clients, snapshot_identifier="no-such-snapshot")
 
 
 def test_snapshot_of_another_instance_is_refused(clients, snapshots, unchanged):
-    with pytest.raises(
-        RollbackRefused, match=f"belongs to instance '{N.db_replica_identifier}', not '{PRIMARY}'"
-    ):
-        request(clients["rds"], snapshot_identifier=snapshots["other"])
-
-
-def test_snapshot_still_creating_is_refused_and_nothing_is_created():
-    # moto's snapshots are available at once; its in-process backend lets us hold one in "creating".
-    with mock_aws():
-        rds = boto3.client("rds", region_name="us-east-1")
-        rds.create_db_instance(
-            DBInstanceIdentifier=PRIMARY,
-            Engine="postgres",
-            DBInstanceClass="db.t3.micro",
-            MasterUsername="u",
-            MasterUserPassword="password1",
-            AllocatedStorage=20,
-        )
-        rds.create_db_snapshot(DBSnapshotIdentifier="snap-creating", DBInstanceIdentifier=PRIMARY)
-        snapshots_before = rds.describe_db_snapshots()["DBSnapshots"]
-        from moto.rds.models import rds_backends
-
-        rds_backends["123456789012"]["us-east-1"].database_snapshots["snap-creating"].status = "creating"
-        with pytest.raises(RollbackRefused, match="snapshot snap-creating is 'creating', not 'available'"):
-            request(rds, snapshot_identifier="snap-creating")
-        assert [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]] == [PRIMARY]
-        assert len(rds.describe_db_snapshots()["DBSnapshots"]) == len(snapshots_before)
+    with pytest.raises(CheckFailed, match=f"belongs to '{N.db_replica_identifier}'"):
+        request(clients, snapshot_identifier=snapshots["other"])
 
 
 @pytest.mark.parametrize("target", [PRIMARY, PRIMARY.upper()])
 def test_target_equal_to_the_live_instance_is_refused(clients, unchanged, target):
-    with pytest.raises(RollbackRefused, match="is the live instance's name"):
-        request(clients["rds"], target_instance_identifier=target)
+    with pytest.raises(CheckFailed, match="a NEW instance's name"):
+        request(clients, target_instance_identifier=target)
 
 
 def test_target_that_already_exists_is_refused(clients, unchanged):
-    with pytest.raises(RollbackRefused, match=f"'{N.db_replica_identifier}' already exists"):
-        request(clients["rds"], target_instance_identifier=N.db_replica_identifier)
+    with pytest.raises(CheckFailed, match="already exists"):
+        request(clients, target_instance_identifier=N.db_replica_identifier)
 
 
-def test_switch_without_pgbouncer_configuration_is_refused_before_any_change(clients, unchanged):
-    with pytest.raises(RollbackRefused, match="BISMAN_PGBOUNCER_INI is not set"):
-        request(clients["rds"], switch_traffic=True)
+def test_switch_without_a_pgbouncer_configuration_is_refused_before_any_change(clients, unchanged):
+    with pytest.raises(CheckFailed, match="no PgBouncer configuration"):
+        request(clients, switch_traffic=True, switch_available=False)
 
 
-def test_restore_creates_a_new_instance_like_the_original_and_leaves_it_untouched(ctx, clients, snapshots):
-    rds = clients["rds"]
-    before = db.describe_instance(rds, PRIMARY)
-    plan = request(rds, snapshot_identifier=snapshots["mine"])
-    assert db.take_pre_rollback_snapshot(rds, plan) == "available"
-    assert db.take_pre_rollback_snapshot(rds, plan) == "available"  # a retry takes no second one
-    db.restore(rds, plan, RUN_ID)
-    db.restore(rds, plan, RUN_ID)  # idempotent for the same run
-    assert db.instance_progress(rds, plan.target)[0]
-    rows = db.restored_settings(rds, plan)
-    assert all(original == restored for _, original, restored in rows)
-    after = db.describe_instance(rds, PRIMARY)
-    for key in ("DBInstanceStatus", "DBInstanceClass", "Endpoint", "VpcSecurityGroups", "DBParameterGroups"):
-        assert after[key] == before[key]
-    with pytest.raises(RollbackFailed, match="was not restored by this run"):
-        db.restore(rds, plan, "another-run")
-    host, port, how = db.sql_endpoint(
-        rds, plan.target, {db.ENDPOINT_OVERRIDE_ENV: f"127.0.0.1:{ctx.port('postgres_primary')}"}
-    )
-    assert "stands in" in how
-    seen = db.verify_restored(host, port, "bisman_staging", "bisman_app", aws.context.DB_PASSWORD)
-    assert seen["tables"] == len(db.APPLICATION_TABLES)
-
-
-def test_restored_database_without_the_application_tables_fails_verification(ctx):
-    with pytest.raises(RollbackFailed, match="lacks application tables tenants, plan_quotas"):
-        db.verify_restored(
-            "127.0.0.1", ctx.port("postgres_primary"), "postgres", "bisman_app", aws.context.DB_PASSWORD
-        )
-
-
-def test_restored_database_that_does_not_answer_fails_verification():
-    with pytest.raises(RollbackFailed, match="does not answer SQL"):
-        db.verify_restored("127.0.0.1", 1, "bisman_staging", "bisman_app", "x")
-
-
-def test_secret_url_naming_the_instance_is_repointed_and_a_pgbouncer_url_is_left(clients):
-    sm = clients["secretsmanager"]
-    plan = db.DatabaseRollbackPlan(
-        environment="staging",
-        instance=PRIMARY,
-        snapshot="s",
-        snapshot_time="t",
-        data_loss_seconds=0,
-        target="restored",
-        pre_rollback_snapshot="p",
-        instance_class="c",
-        subnet_group=None,
-        security_group_ids=[],
-        parameter_group=None,
-        port=5432,
-        multi_az=False,
-        storage_type=None,
-        switch_traffic=True,
-        live_address="live.rds.example",
-    )
-    name = f"rollback-test-{uuid.uuid4().hex[:6]}"
-    sm.create_secret(
-        Name=name, SecretString=json.dumps({"DATABASE_URL": "postgresql://u:pw@live.rds.example:5432/b"})
-    )
-    done = db.switch_secret(sm, name, plan, "restored.rds.example")
-    assert "pw" not in json.dumps(done)
-    value = json.loads(sm.get_secret_value(SecretId=name)["SecretString"])
-    assert value["DATABASE_URL"] == "postgresql://u:pw@restored.rds.example:5432/b"
-    previous = json.loads(sm.get_secret_value(SecretId=name, VersionStage="AWSPREVIOUS")["SecretString"])
-    assert previous["DATABASE_URL"].startswith("postgresql://u:pw@live.rds.example")
-    sm.put_secret_value(
-        SecretId=name, SecretString=json.dumps({"DATABASE_URL": "postgresql://u:pw@pgb:6432/b"})
-    )
-    assert "unchanged" in db.switch_secret(sm, name, plan, "restored.rds.example")["DATABASE_URL host"]
-
-
-def test_pgbouncer_ini_entry_is_repointed_and_others_kept():
-    text = (
-        "[databases]\napp = host=10.0.0.1 port=5432 dbname=app\n"
-        "app_ro = host=10.0.0.2 port=5432\n[pgbouncer]\n"
-    )
-    new, previous = db.repoint_pgbouncer_ini(text, "app", "10.9.9.9", 6543, "restored x")
-    assert previous == "host=10.0.0.1 port=5432 dbname=app"
-    assert "app = host=10.9.9.9 port=6543 dbname=app ; restored x" in new
-    assert "app_ro = host=10.0.0.2 port=5432" in new
-    with pytest.raises(RollbackFailed, match="no \\[databases\\] entry 'nope'"):
-        db.repoint_pgbouncer_ini(text, "nope", "h", 1, "")
-
-
-def test_pgbouncer_switch_keeps_serving_queries(ctx):
-    ini = pgbouncer.folder(ctx) / "pgbouncer.ini"
-    original = ini.read_text()
-    admin = pgbouncer.dsn(ctx, "admin")
+def test_switch_when_the_secret_names_the_instance_directly_is_refused(clients):
+    """Rewriting the secret alone would leave running tasks on the original: refuse instead."""
+    sm, rds = clients["secretsmanager"], clients["rds"]
+    live = rds.describe_db_instances(DBInstanceIdentifier=PRIMARY)["DBInstances"][0]["Endpoint"]["Address"]
+    original = sm.get_secret_value(SecretId=N.app_secret_name)["SecretString"]
+    direct = dict(json.loads(original), DATABASE_URL=f"postgresql://u:pw@{live}:5432/{N.db_name}")
+    sm.put_secret_value(SecretId=N.app_secret_name, SecretString=json.dumps(direct))
     try:
-        done = db.switch_pgbouncer(
-            admin, str(ini), pgbouncer.RW_DB, "127.0.0.1", ctx.port("postgres_primary"), "test switch"
-        )
-        assert done["pgbouncer now"] == f"127.0.0.1:{ctx.port('postgres_primary')}"
-        assert "; test switch" in ini.read_text()
-        with psycopg.connect(pgbouncer.dsn(ctx, "rw"), prepare_threshold=None, connect_timeout=5) as conn:
-            assert conn.execute("SELECT count(*) FROM tenants").fetchone()[0] >= 0
+        with pytest.raises(CheckFailed, match=r"names .* directly, not PgBouncer"):
+            request(clients, switch_traffic=True)
     finally:
-        ini.write_text(original)
-    with psycopg.connect(primary_dsn(ctx), connect_timeout=5) as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+        sm.put_secret_value(SecretId=N.app_secret_name, SecretString=original)
+    assert request(clients, switch_traffic=True).switch_traffic  # through PgBouncer: accepted
+
+
+@pytest.fixture(scope="module")
+def restored(ctx, clients, snapshots):
+    """A restore through the product, and the sandbox's real server for the restored instance."""
+    rds = clients["rds"]
+    plan = request(
+        clients,
+        snapshot_identifier=snapshots["mine"],
+        target_instance_identifier=f"{PRIMARY}-t-{uuid.uuid4().hex[:6]}",
+    )
+    db.restore(rds, plan, RUN_ID)
+    host, port = SandboxDatabaseEndpoints(ctx).endpoint(rds, plan.target)
+    yield {"plan": plan, "host": host, "port": port}
+    postgres.stop_restored(ctx, plan.target, remove=True)
+
+
+def test_restore_creates_a_new_instance_like_the_original_and_leaves_it_untouched(clients, restored):
+    rds, plan = clients["rds"], restored["plan"]
+    assert db.restored_settings(rds, plan)  # class, subnet group, security groups, parameter group
+    again = db.restore(rds, plan, RUN_ID)  # a retried task does not restore twice
+    assert again["again"] is True
+    original = db.describe_instance(rds, PRIMARY)
+    assert original["DBInstanceStatus"] == "available"
+    assert db.instance_poke(db.describe_instance(rds, plan.target)["DBInstanceStatus"], plan.target).done
+
+
+def test_the_restored_instance_is_a_server_of_its_own_with_the_snapshot_data(ctx, airflow_conns, restored):
+    marker = f"after-snapshot-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(primary_dsn(ctx), autocommit=True) as primary:
+        primary.execute(
+            "INSERT INTO events (tenant_id, type, payload) SELECT id, 'test', %s::jsonb FROM tenants LIMIT 1",
+            (json.dumps({"marker": marker}),),
+        )
+        primary_port = primary.execute("SELECT inet_server_port()").fetchone()[0]
+        tenants = primary.execute("SELECT count(*) FROM tenants").fetchone()[0]
+    with pg.connect(
+        config.APP_DB_PRIMARY_CONN_ID, host=restored["host"], port=restored["port"], autocommit=True
+    ) as conn:
+        seen = db.verify_restored(conn, f"{restored['host']}:{restored['port']}")
+        assert conn.execute("SELECT inet_server_port()").fetchone()[0] == restored["port"] != primary_port
+        later = conn.execute(
+            "SELECT count(*) FROM events WHERE payload->>'marker' = %s", (marker,)
+        ).fetchone()[0]
+    assert seen["application tables"] == len(db.APPLICATION_TABLES)
+    assert seen["tenants"] == tenants > 0
+    assert later == 0  # written to the primary after the snapshot: not in the restored instance
+
+
+def test_a_database_without_the_application_tables_fails_verification(ctx, airflow_conns):
+    with (
+        pg.connect(config.APP_DB_PRIMARY_CONN_ID, dbname="postgres", autocommit=True) as conn,
+        pytest.raises(CheckFailed, match="lacks tables tenants"),
+    ):
+        db.verify_restored(conn, "postgres")
+
+
+def test_pgbouncer_entry_is_repointed_without_a_trailing_comment():
+    text = (
+        "[databases]\n; keep me\nbisman_staging = host=10.0.0.1 port=5432 dbname=bisman_staging\n"
+        "bisman_staging_ro = host=10.0.0.2 port=5432 dbname=bisman_staging\n\n"
+        "[pgbouncer]\nlisten_port = 6432\n"
+    )
+    new, previous = db.repoint_pgbouncer_ini(text, "bisman_staging", "10.9.9.9", 6543)
+    assert previous == "host=10.0.0.1 port=5432 dbname=bisman_staging"
+    lines = new.splitlines()
+    entry = next(line for line in lines if line.startswith("bisman_staging ="))
+    assert entry == "bisman_staging = host=10.9.9.9 port=6543 dbname=bisman_staging"
+    assert "; bisman_staging was: host=10.0.0.1 port=5432 dbname=bisman_staging" in lines
+    assert "bisman_staging_ro = host=10.0.0.2 port=5432 dbname=bisman_staging" in lines
+    with pytest.raises(CheckFailed, match="no entry 'nope'"):
+        db.repoint_pgbouncer_ini(text, "nope", "h", 1)
+
+
+@pytest.fixture
+def pgbouncer_restored_afterwards(ctx):
+    """Whatever a test does to PgBouncer's configuration, it points at the primary again after."""
+    cfg = SandboxPgBouncerConfig(ctx)
+    before = cfg.read()
+    yield cfg
+    cfg.write(before)
+    with psycopg.connect(pgbouncer.dsn(ctx, "admin"), autocommit=True, prepare_threshold=None) as admin:
+        admin.execute("RELOAD")
+        admin.execute(f"RECONNECT {pgbouncer.RW_DB}")
+        if any(r[0] == pgbouncer.RW_DB and r[11] for r in admin.execute("SHOW DATABASES").fetchall()):
+            admin.execute(f"RESUME {pgbouncer.RW_DB}")
+
+
+def test_switch_moves_pgbouncer_to_the_restored_instance_and_a_query_proves_it(
+    ctx, airflow_conns, restored, pgbouncer_restored_afterwards
+):
+    host, port = restored["host"], restored["port"]
+    done = db.switch_pgbouncer(
+        config.PGBOUNCER_ADMIN_CONN_ID,
+        pgbouncer_restored_afterwards,
+        pgbouncer.RW_DB,
+        host,
+        port,
+        pause_timeout_s=10,
+    )
+    assert done["after"] == f"host={host} port={port}"
+    with pgb.connect() as admin, pg.connect(config.APP_DB_CONN_ID, autocommit=True) as app:
+        seen = db.verify_switch(admin, app, pgbouncer.RW_DB, host, port)
+        assert not int(pgb.database_entry(admin, pgbouncer.RW_DB)["paused"])
+    assert seen == {"SHOW DATABASES": f"{host}:{port}", "query answered by": f"{host}:{port}"}
+    assert "syntax error" not in (ctx.log_dir / "pgbouncer.log").read_text()[-4000:]
+
+
+def test_a_reload_that_pgbouncer_rejects_is_caught_by_the_verification(
+    ctx, airflow_conns, restored, pgbouncer_restored_afterwards
+):
+    """The old defect: a trailing comment breaks the line, RELOAD answers OK, nothing moved."""
+    cfg = pgbouncer_restored_afterwards
+    broken, _ = db.repoint_pgbouncer_ini(cfg.read(), pgbouncer.RW_DB, restored["host"], restored["port"])
+    broken = broken.replace(f"port={restored['port']} dbname", f"port={restored['port']} ; restored dbname")
+    cfg.write(broken)
+    with pgb.connect() as admin:
+        pgb.command(admin, "RELOAD")
+        with (
+            pg.connect(config.APP_DB_CONN_ID, autocommit=True) as app,
+            pytest.raises(CheckFailed, match="PgBouncer did not take the new entry"),
+        ):
+            db.verify_switch(admin, app, pgbouncer.RW_DB, restored["host"], restored["port"])
+
+
+def test_pause_is_bounded_and_the_pool_is_resumed_when_a_transaction_holds_it(
+    ctx, airflow_conns, restored, pgbouncer_restored_afterwards
+):
+    before = pgbouncer_restored_afterwards.read()
+    with psycopg.connect(pgbouncer.dsn(ctx, "rw"), prepare_threshold=None) as long_job:
+        long_job.execute("SELECT 1")  # a transaction is open and holds a server connection
+        with pytest.raises(CheckFailed, match="PAUSE bisman_staging"):
+            db.switch_pgbouncer(
+                config.PGBOUNCER_ADMIN_CONN_ID,
+                pgbouncer_restored_afterwards,
+                pgbouncer.RW_DB,
+                restored["host"],
+                restored["port"],
+                pause_timeout_s=1,
+            )
+        assert long_job.execute("SELECT 2").fetchone() == (2,)  # the job goes on
+    with pgb.connect() as admin:
+        assert not int(pgb.database_entry(admin, pgbouncer.RW_DB)["paused"])
+        assert pgb.database_entry(admin, pgbouncer.RW_DB)["port"] == ctx.port("postgres_primary")
+    assert pgbouncer_restored_afterwards.read() == before  # nothing was rewritten
+
+
+def test_the_resume_teardown_resumes_a_pool_left_paused(ctx, airflow_conns):
+    pgb.pause(config.PGBOUNCER_ADMIN_CONN_ID, pgbouncer.RW_DB, timeout_s=10)
+    try:
+        assert db.resume_pgbouncer(config.PGBOUNCER_ADMIN_CONN_ID, pgbouncer.RW_DB) == {"resumed": True}
+        assert db.resume_pgbouncer(config.PGBOUNCER_ADMIN_CONN_ID, pgbouncer.RW_DB) == {"resumed": False}
+    finally:
+        with pgb.connect() as admin:
+            pgb.resume_if_paused(admin, pgbouncer.RW_DB)
+
+
+def test_switch_without_a_recorded_approval_changes_nothing(ctx, restored, pgbouncer_restored_afterwards):
+    before = pgbouncer_restored_afterwards.read()
+    body = database_steps.switch_traffic.function.__wrapped__
+    for answer in (None, {"approved": False, "chosen": "Reject", "responded_by_user": {"name": "a"}}):
+        with pytest.raises(CheckFailed, match="the traffic switch's approval"):
+            body(restored["plan"].to_dict(), {"host": restored["host"], "port": restored["port"]}, answer)
+    assert pgbouncer_restored_afterwards.read() == before
 
 
 def test_data_loss_reads_in_days_hours_and_minutes():
-    assert db.human_duration(90061) == "1 d 1 h 1 min"
     assert db.human_duration(59) == "0 min"
+    assert db.human_duration(3 * 86400 + 2 * 3600 + 5 * 60) == "3 d 2 h 5 min"
+    assert db.human_duration(3600) == "1 h 0 min"

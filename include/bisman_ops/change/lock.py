@@ -281,8 +281,19 @@ def fence(context: Any, ddb_client: Any = None) -> LockHolder:
 
 def acquire_for(context: Any, note: str = "", ddb_client: Any = None) -> LockHolder:
     ref = LockRef.from_context(context)
-    return acquire(ddb_client or _dynamodb(), ref.table, ref.environment, ref.owner,
-                   lease_seconds=ref.lease_seconds, note=note[:200])
+    try:
+        return acquire(ddb_client or _dynamodb(), ref.table, ref.environment, ref.owner,
+                       lease_seconds=ref.lease_seconds, note=note[:200])
+    except Exception as exc:
+        from bisman_ops.clients.aws import error_code
+
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        raise CheckFailed(
+            f"change lock table {ref.table}", "does not exist (DynamoDB ResourceNotFoundException)",
+            f"the {ref.environment} environment's lock table (hash key LockID)",
+            f"nothing was changed. Create {ref.table} (the rollout's preflight does with "
+            "create_state_backend, or Terraform's backend bootstrap), then trigger again") from None
 
 
 def release_for(context: Any, ddb_client: Any = None) -> bool:

@@ -39,9 +39,17 @@ def base_url(conn_id: str = config.APP_API_CONN_ID) -> str:
     return _hook("GET", conn_id).url_from_endpoint("").rstrip("/")
 
 
-def request(method: str, path: str, *, conn_id: str = config.APP_API_CONN_ID, json: Any = None,
-            params: dict | None = None, headers: dict | None = None, timeout: float = HTTP_TIMEOUT_S,
-            attempts: int = RETRY_ATTEMPTS) -> Any:
+def request(
+    method: str,
+    path: str,
+    *,
+    conn_id: str = config.APP_API_CONN_ID,
+    json: Any = None,
+    params: dict | None = None,
+    headers: dict | None = None,
+    timeout: float = HTTP_TIMEOUT_S,
+    attempts: int = RETRY_ATTEMPTS,
+) -> Any:
     """One call of the application's API; returns the ``requests.Response`` whatever its status
     (the caller decides what a 4xx means), after at most ``attempts`` tries."""
     import requests
@@ -50,8 +58,13 @@ def request(method: str, path: str, *, conn_id: str = config.APP_API_CONN_ID, js
     hook = _hook(method, conn_id)
 
     def once() -> Any:
-        r = hook.run(path, data=params, headers=headers, json=json,
-                     extra_options={"timeout": timeout, "check_response": False})
+        r = hook.run(
+            path,
+            data=params,
+            headers=headers,
+            json=json,
+            extra_options={"timeout": timeout, "check_response": False},
+        )
         if r.status_code in RETRY_STATUSES:
             raise RetryableStatus(r)
         return r
@@ -59,9 +72,7 @@ def request(method: str, path: str, *, conn_id: str = config.APP_API_CONN_ID, js
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max(1, attempts)),
         wait=tenacity.wait_exponential(multiplier=0.5, max=RETRY_WAIT_MAX_S),
-        retry=tenacity.retry_if_exception_type(
-            (requests.ConnectionError, requests.Timeout, RetryableStatus)
-        ),
+        retry=tenacity.retry_if_exception_type((requests.ConnectionError, requests.Timeout, RetryableStatus)),
         reraise=True,
     )
     try:
@@ -70,8 +81,11 @@ def request(method: str, path: str, *, conn_id: str = config.APP_API_CONN_ID, js
         return exc.response
 
 
-def probe_health(conn_id: str = config.APP_API_CONN_ID, paths: tuple[str, ...] = HEALTH_PATHS,
-                 timeout: float = HTTP_TIMEOUT_S) -> list[dict]:
+def probe_health(
+    conn_id: str = config.APP_API_CONN_ID,
+    paths: tuple[str, ...] = HEALTH_PATHS,
+    timeout: float = HTTP_TIMEOUT_S,
+) -> list[dict]:
     """One GET of each health endpoint: ``[{"path", "status", "ms", "body"}]``; status is the HTTP
     code, or ``no answer (Error)`` when nothing came back within the timeout."""
     import requests
@@ -85,8 +99,9 @@ def probe_health(conn_id: str = config.APP_API_CONN_ID, paths: tuple[str, ...] =
             body = r.text.strip()[:200]
         except requests.RequestException as exc:
             status, body = f"no answer ({type(exc).__name__})", ""
-        results.append({"path": path, "status": status, "ms": round((time.monotonic() - started) * 1000),
-                        "body": body})
+        results.append(
+            {"path": path, "status": status, "ms": round((time.monotonic() - started) * 1000), "body": body}
+        )
     return results
 
 

@@ -10,11 +10,12 @@ answers unimplemented calls with HTTP 500, which retries would only slow down). 
 
 from __future__ import annotations
 
-from typing import Any
-
-from botocore.config import Config
+from typing import TYPE_CHECKING, Any
 
 from bisman_ops import config
+
+if TYPE_CHECKING:
+    from botocore.config import Config
 
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
@@ -23,6 +24,8 @@ AWS_TOTAL_MAX_ATTEMPTS = 5
 
 def botocore_config(*, endpoint_url: str | None) -> Config:
     """Timeouts and retries for a client; a single attempt against a custom endpoint."""
+    from botocore.config import Config
+
     attempts = 1 if endpoint_url else AWS_TOTAL_MAX_ATTEMPTS
     retries: dict[str, Any] = {"total_max_attempts": attempts, "mode": "standard"}
     return Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, retries=retries)

@@ -19,8 +19,19 @@ CONNECT_TIMEOUT_S = 10
 DEFAULT_APPLICATION_NAME = "bisman-ops"
 
 
-def _defaults(args: dict[str, Any], *, autocommit: bool, application_name: str | None,
-              row_factory: Any) -> dict[str, Any]:
+def _defaults(
+    args: dict[str, Any],
+    *,
+    autocommit: bool,
+    application_name: str | None,
+    row_factory: Any,
+    host: str | None = None,
+    port: int | None = None,
+) -> dict[str, Any]:
+    if host:
+        args["host"] = host
+    if port:
+        args["port"] = port
     args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     if application_name or "application_name" not in args:
         args["application_name"] = application_name or DEFAULT_APPLICATION_NAME
@@ -47,28 +58,49 @@ def _hook_class():
     return _Hook
 
 
-def connect(conn_id: str, *, autocommit: bool = False, application_name: str | None = None,
-            dbname: str | None = None, row_factory: Any = None) -> psycopg.Connection:
-    """A psycopg connection for the Airflow connection ``conn_id`` (``dbname`` overrides its schema)."""
+def connect(
+    conn_id: str,
+    *,
+    autocommit: bool = False,
+    application_name: str | None = None,
+    dbname: str | None = None,
+    row_factory: Any = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> psycopg.Connection:
+    """A psycopg connection for the Airflow connection ``conn_id``. ``dbname`` overrides its schema;
+    ``host`` and ``port`` send its credentials to another server (a restored instance)."""
     hook = _hook_class()(
         postgres_conn_id=conn_id,
         database=dbname,
-        connect_defaults={"autocommit": autocommit, "application_name": application_name,
-                          "row_factory": row_factory},
+        connect_defaults={
+            "autocommit": autocommit,
+            "application_name": application_name,
+            "row_factory": row_factory,
+            "host": host,
+            "port": port,
+        },
     )
     return hook.get_conn()
 
 
-def connect_dsn(dsn: str, *, autocommit: bool = False, application_name: str | None = None,
-                dbname: str | None = None, row_factory: Any = None) -> psycopg.Connection:
+def connect_dsn(
+    dsn: str,
+    *,
+    autocommit: bool = False,
+    application_name: str | None = None,
+    dbname: str | None = None,
+    row_factory: Any = None,
+) -> psycopg.Connection:
     """A psycopg connection for a DSN (URI or key=value) with the same defaults as ``connect``."""
     from psycopg.conninfo import conninfo_to_dict
 
     args: dict[str, Any] = dict(conninfo_to_dict(dsn))
     if dbname:
         args["dbname"] = dbname
-    return psycopg.connect(**_defaults(args, autocommit=autocommit, application_name=application_name,
-                                       row_factory=row_factory))
+    return psycopg.connect(
+        **_defaults(args, autocommit=autocommit, application_name=application_name, row_factory=row_factory)
+    )
 
 
 def conninfo(conn_id: str, *, dbname: str | None = None) -> str:
@@ -81,8 +113,14 @@ def conninfo(conn_id: str, *, dbname: str | None = None) -> str:
     c = hook.connection
     extra = {k: v for k, v in (c.extra_dejson or {}).items() if k not in hook.ignored_extra_options}
     extra.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-    return make_conninfo(host=c.host, port=c.port or 5432, user=c.login, password=c.password or "",
-                         dbname=dbname or c.schema or "", **extra)
+    return make_conninfo(
+        host=c.host,
+        port=c.port or 5432,
+        user=c.login,
+        password=c.password or "",
+        dbname=dbname or c.schema or "",
+        **extra,
+    )
 
 
 def endpoint(conn_id: str) -> tuple[str, int]:

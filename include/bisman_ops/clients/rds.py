@@ -11,8 +11,14 @@ from bisman_ops.clients import aws
 
 # Statuses from which an instance does not become available without someone acting.
 INSTANCE_TERMINAL = (
-    "failed", "incompatible-restore", "incompatible-parameters", "incompatible-network",
-    "inaccessible-encryption-credentials", "storage-full", "deleting", "restore-error",
+    "failed",
+    "incompatible-restore",
+    "incompatible-parameters",
+    "incompatible-network",
+    "inaccessible-encryption-credentials",
+    "storage-full",
+    "deleting",
+    "restore-error",
 )
 SNAPSHOT_TERMINAL = ("failed", "deleted", "error")
 
@@ -41,8 +47,10 @@ def snapshot_state(identifier: str, rds_hook: Any = None) -> str | None:
         return None
 
 
-def wait_instance_available(identifier: str, *, delay_s: int = 30, max_attempts: int = 60,
-                            rds_hook: Any = None) -> None:
+def wait_instance_available(
+    identifier: str, *, delay_s: int = 30, max_attempts: int = 60, rds_hook: Any = None
+) -> None:
     """Block until ``identifier`` is available (botocore's ``db_instance_available`` waiter)."""
-    (rds_hook or hook()).wait_for_db_instance_state(identifier, "available", check_interval=delay_s,
-                                                    max_attempts=max_attempts)
+    (rds_hook or hook()).wait_for_db_instance_state(
+        identifier, "available", check_interval=delay_s, max_attempts=max_attempts
+    )

@@ -14,11 +14,13 @@ def hook(conn_id: str = config.AWS_CONN_ID) -> Any:
     return aws.provider_hook(S3Hook, "s3", conn_id)
 
 
-def put_text(bucket: str, key: str, text: str, *, content_type: str = "text/plain",
-             s3_hook: Any = None) -> str:
+def put_text(
+    bucket: str, key: str, text: str, *, content_type: str = "text/plain", s3_hook: Any = None
+) -> str:
     """Write ``text`` to ``s3://bucket/key`` (replacing it); returns the key."""
-    (s3_hook or hook()).get_conn().put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"),
-                                              ContentType=content_type)
+    (s3_hook or hook()).get_conn().put_object(
+        Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType=content_type
+    )
     return key
 
 

@@ -27,8 +27,13 @@ def api_base(host: str | None, schema: str | None = None) -> str:
     return base.rstrip("/")
 
 
-def make_client(api_key: str, base: str = DEFAULT_API_BASE, *, timeout: float = REQUEST_TIMEOUT_S,
-                retries: int = DEFAULT_NETWORK_RETRIES) -> stripe.StripeClient:
+def make_client(
+    api_key: str,
+    base: str = DEFAULT_API_BASE,
+    *,
+    timeout: float = REQUEST_TIMEOUT_S,
+    retries: int = DEFAULT_NETWORK_RETRIES,
+) -> stripe.StripeClient:
     base = api_base(base)
     return stripe.StripeClient(
         api_key,
@@ -38,8 +43,9 @@ def make_client(api_key: str, base: str = DEFAULT_API_BASE, *, timeout: float = 
     )
 
 
-def client_from_connection(conn_id: str = config.STRIPE_CONN_ID, *,
-                           api_key: str | None = None) -> stripe.StripeClient:
+def client_from_connection(
+    conn_id: str = config.STRIPE_CONN_ID, *, api_key: str | None = None
+) -> stripe.StripeClient:
     """A client for the Airflow connection ``conn_id`` (``api_key`` overrides its password, e.g. a
     key read from Secrets Manager)."""
     from airflow.sdk import BaseHook

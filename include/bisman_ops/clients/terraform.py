@@ -45,8 +45,16 @@ WORK_ROOT_ENV = "BISMAN_TERRAFORM_WORK_DIR"
 GIT_TIMEOUT_S = 60
 PLAN_FILE = "run.tfplan"
 # Never part of the configuration a session runs: inputs it writes itself, state, plans, caches.
-NOT_CONFIGURATION = (".terraform", ".git", "terraform.tfvars", "terraform.tfvars.json", "*.tfstate",
-                     "*.tfstate.backup", "*.tfplan", ".terraform.tfstate.lock.info")
+NOT_CONFIGURATION = (
+    ".terraform",
+    ".git",
+    "terraform.tfvars",
+    "terraform.tfvars.json",
+    "*.tfstate",
+    "*.tfstate.backup",
+    "*.tfplan",
+    ".terraform.tfstate.lock.info",
+)
 _STEP = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -127,8 +135,12 @@ class TerraformSession:
         """The ``-backend-config`` settings (no secrets: the identity is in the environment)."""
         _, endpoint = self._aws()
         return tf_cli.backend_config(
-            self.names.project_name, self.names.environment, self.state_bucket, self.names.lock_table,
-            self.aws_region, endpoint_url=endpoint,
+            self.names.project_name,
+            self.names.environment,
+            self.state_bucket,
+            self.names.lock_table,
+            self.aws_region,
+            endpoint_url=endpoint,
         )
 
     def describe(self) -> dict[str, str]:
@@ -174,7 +186,9 @@ class TerraformSession:
         self._fresh_work_dir()
         archive = subprocess.run(
             ["git", "-C", str(repo_root), "archive", "--format=tar", commit, "--", subdir or "."],
-            capture_output=True, timeout=GIT_TIMEOUT_S, check=False,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
         )
         if archive.returncode != 0:
             raise TerraformSessionError(
@@ -197,8 +211,9 @@ class TerraformSession:
     def terraform(self) -> tf_cli.Terraform:
         if self._tf is None:
             env, _ = self._aws()
-            self._tf = tf_cli.Terraform(workdir=self.config_dir, env={**env, **self.extra_env},
-                                        timeout=self.timeout_s)
+            self._tf = tf_cli.Terraform(
+                workdir=self.config_dir, env={**env, **self.extra_env}, timeout=self.timeout_s
+            )
         return self._tf
 
     def version(self) -> str:
@@ -226,8 +241,9 @@ class TerraformSession:
         plan_sha, config_sha = sha256_file(plan_path), sha256_file(bundle)
         s3 = self._s3()
         s3.upload_file(str(plan_path), self.state_bucket, key, ExtraArgs={"Metadata": {"sha256": plan_sha}})
-        s3.upload_file(str(bundle), self.state_bucket, config_key,
-                       ExtraArgs={"Metadata": {"sha256": config_sha}})
+        s3.upload_file(
+            str(bundle), self.state_bucket, config_key, ExtraArgs={"Metadata": {"sha256": config_sha}}
+        )
         bundle.unlink()
         return {
             "environment": self.names.environment,
@@ -285,8 +301,9 @@ class TerraformSession:
     # -- the environment's recorded inputs --------------------------------------------------------
     def record_inputs(self, values: Mapping[str, Any]) -> None:
         body = json.dumps({"run_id": self.run_id, "variables": dict(values)}, sort_keys=True, indent=2)
-        self._s3().put_object(Bucket=self.state_bucket, Key=self.inputs_key, Body=body.encode(),
-                              ContentType="application/json")
+        self._s3().put_object(
+            Bucket=self.state_bucket, Key=self.inputs_key, Body=body.encode(), ContentType="application/json"
+        )
 
     def recorded_inputs(self) -> dict[str, Any]:
         """The variables of this environment's last successful apply (by a rollout or rollback)."""
@@ -308,8 +325,9 @@ class TerraformSession:
             hook = aws.hook("sts", self.conn_id)
             creds = hook.get_credentials()
             endpoint = hook.conn_config.get_service_endpoint_url(service_name="s3")
-            env = tf_cli.aws_environment(creds.access_key, creds.secret_key, creds.token, self.aws_region,
-                                         endpoint_url=endpoint)
+            env = tf_cli.aws_environment(
+                creds.access_key, creds.secret_key, creds.token, self.aws_region, endpoint_url=endpoint
+            )
             self._identity = (env, endpoint)
         return self._identity
 
@@ -322,8 +340,12 @@ class TerraformSession:
 def _git_tracked(src: Path) -> list[Path] | None:
     """Files git tracks under ``src`` (None when ``src`` is not in a git work tree)."""
     try:
-        out = subprocess.run(["git", "-C", str(src), "ls-files", "-z", "--", "."], capture_output=True,
-                             timeout=GIT_TIMEOUT_S, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(src), "ls-files", "-z", "--", "."],
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
     except FileNotFoundError:
         return None
     if out.returncode != 0:

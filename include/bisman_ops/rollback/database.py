@@ -1,34 +1,46 @@
 """Database rollback: restore an RDS snapshot into a NEW instance; the original is never deleted,
 renamed or modified.
 
-``plan_rollback`` checks the request (instance, snapshot, target name) and says how much data the
-snapshot loses; ``take_pre_rollback_snapshot`` snapshots the live instance first so the rollback
-itself can be undone; ``restore`` creates the new instance with the original's class, subnet group,
-security groups and parameter group; ``instance_progress`` is the waiter's single look;
-``verify_restored`` checks it answers SQL and has the application's tables; ``switch_secret`` and
-``switch_pgbouncer`` point the application at it (only after a human approved).
+``validate_request`` checks everything first (identifiers by RDS's rules, instance and target
+inside the environment, the snapshot, whether traffic can be switched) and says how much data the
+snapshot loses; ``take_pre_rollback_snapshot`` snapshots the live instance so the rollback itself
+can be undone; ``restore`` creates the new instance with the original's settings; the ``*_poke``
+functions are the sensors' single looks; ``verify_restored`` runs SQL on the new instance.
 
-In the sandbox the restored instance is a moto record with no server behind it: SQL checks and
-PgBouncer go to ``BISMAN_ROLLBACK_DB_ENDPOINT_OVERRIDE`` (``host:port``, the sandbox's primary)
-instead of the instance's RDS endpoint. Nothing else changes between sandbox and AWS.
+Traffic moves through PgBouncer only: ``switch_pgbouncer`` rewrites PgBouncer's ``[databases]``
+entry (through the configured ``PgBouncerConfig``), PAUSEs the pool for a bounded time, RELOADs,
+RESUMEs, and then ``verify_switch`` proves it from ``SHOW DATABASES`` and from a query through
+PgBouncer that lands on the restored server. The application's secret is never rewritten: a
+``DATABASE_URL`` that names the instance directly would need a redeploy of every task (old tasks
+would keep writing to the original), so such a request is refused before anything changes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import re
+import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from bisman_ops.change.errors import CheckFailed
+from bisman_ops.change.step import Poke
 from bisman_ops.clients.aws import error_code
-from bisman_ops.rollback import RollbackFailed, RollbackRefused, check_confirm, resource_names
+from bisman_ops.clients.rds import INSTANCE_TERMINAL, SNAPSHOT_TERMINAL
+from bisman_ops.naming import ResourceNames
+from bisman_ops.rollback import (
+    NOTHING_CHANGED,
+    check_confirm,
+    check_in_environment,
+    check_rds_identifier,
+    mask,
+    tags_of,
+)
 
-ENDPOINT_OVERRIDE_ENV = "BISMAN_ROLLBACK_DB_ENDPOINT_OVERRIDE"
-PGBOUNCER_INI_ENV = "BISMAN_PGBOUNCER_INI"
 SQL_DIR = Path(__file__).with_name("sql")
 APPLICATION_TABLES = (
     "tenants",
@@ -38,19 +50,8 @@ APPLICATION_TABLES = (
     "tenant_usage",
     "events",
 )
-# Statuses from which an instance does not become available without someone acting.
-TERMINAL_STATUSES = (
-    "failed",
-    "incompatible-restore",
-    "incompatible-parameters",
-    "incompatible-network",
-    "inaccessible-encryption-credentials",
-    "storage-full",
-    "deleting",
-    "restore-error",
-)
-CONNECT_TIMEOUT_S = 5
 MAX_ID = 63
+DEFAULT_PAUSE_TIMEOUT_S = 30
 
 
 def run_stamp(run_id: str) -> str:
@@ -92,10 +93,9 @@ def human_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
     parts = [f"{days} d"] if days else []
     parts += [f"{hours} h"] if hours or days else []
-    parts.append(f"{minutes} min")
+    parts.append(f"{rest // 60} min")
     return " ".join(parts)
 
 
@@ -116,13 +116,20 @@ class DatabaseRollbackPlan:
     multi_az: bool
     storage_type: str | None
     switch_traffic: bool
-    live_address: str | None
+    bound_by: str = ""
 
     @property
     def data_loss(self) -> str:
         return (
             f"everything written after {self.snapshot_time} ({human_duration(self.data_loss_seconds)} "
             "before this check) is not in the restored instance"
+        )
+
+    def approval_text(self, reason: str) -> str:
+        return (
+            f"Point the application at **{self.target}** (restored from `{self.snapshot}`, taken "
+            f"{self.snapshot_time}).\n\n**Data loss:** {self.data_loss}.\n\nThe original `{self.instance}` "
+            f"stays as it is; pre-rollback snapshot `{self.pre_rollback_snapshot}`.\n\nReason given: {reason}"
         )
 
     def to_dict(self) -> dict:
@@ -133,88 +140,124 @@ class DatabaseRollbackPlan:
         return cls(**d)
 
 
-def plan_rollback(
+def _secret_database_host(sm: Any, secret_id: str) -> str | None:
+    """The host ``DATABASE_URL`` names in the application's secret (the value is masked)."""
+    raw = sm.get_secret_value(SecretId=secret_id)["SecretString"]
+    mask(raw)
+    try:
+        url = json.loads(raw).get("DATABASE_URL") or ""
+    except ValueError:
+        return None
+    mask(url)
+    return urlsplit(url).hostname
+
+
+def validate_request(
     rds: Any,
+    sm: Any,
     *,
-    environment: str,
+    names: ResourceNames,
     db_instance_identifier: str | None,
     snapshot_identifier: str,
     target_instance_identifier: str | None,
     switch_traffic: bool,
     confirm: str | None,
     run_id: str,
+    switch_available: bool,
     now: datetime | None = None,
-    environ: dict | None = None,
 ) -> DatabaseRollbackPlan:
-    """Check the request; raises RollbackRefused and changes nothing."""
-    env = os.environ if environ is None else environ
-    names = resource_names(environment, env)
-    instance_id = db_instance_identifier or names.db_instance_identifier
+    """Check the request before anything else happens; raises CheckFailed and changes nothing."""
+    instance_id = check_rds_identifier(
+        db_instance_identifier or names.db_instance_identifier, "db_instance_identifier"
+    )
+    if target_instance_identifier:
+        check_rds_identifier(target_instance_identifier, "target_instance_identifier")
     check_confirm(confirm, instance_id, "the DB instance identifier")
     instance = describe_instance(rds, instance_id)
     if instance is None:
-        raise RollbackRefused(
-            f"DB instance {instance_id!r} not found; check the environment and identifier. "
-            "Nothing was changed."
+        raise CheckFailed(
+            "DB instance", f"{instance_id!r} not found", "an existing instance", NOTHING_CHANGED
         )
+    bound_by = check_in_environment(
+        "DB instance", instance_id, names.db_instance_identifier, tags_of(instance.get("TagList")), names
+    )
     if instance.get("ReadReplicaSourceDBInstanceIdentifier"):
-        raise RollbackRefused(
-            f"{instance_id} is a read replica; roll back its primary "
-            f"{instance['ReadReplicaSourceDBInstanceIdentifier']}. Nothing was changed."
+        raise CheckFailed(
+            "DB instance",
+            f"{instance_id} is a read replica",
+            f"its primary {instance['ReadReplicaSourceDBInstanceIdentifier']}",
+            NOTHING_CHANGED,
         )
 
     if snapshot_identifier == "latest":
         snapshot = latest_snapshot(rds, instance_id)
         if snapshot is None:
-            raise RollbackRefused(
-                f"no available snapshot of {instance_id}; name one explicitly. Nothing was changed."
-            )
+            raise CheckFailed("snapshot", f"no available snapshot of {instance_id}", "one", NOTHING_CHANGED)
     else:
         snapshot = describe_snapshot(rds, snapshot_identifier)
         if snapshot is None:
-            raise RollbackRefused(
-                f"snapshot {snapshot_identifier!r} does not exist; list them with `aws rds "
-                f"describe-db-snapshots --db-instance-identifier {instance_id}`. "
-                "Nothing was changed."
+            raise CheckFailed(
+                "snapshot",
+                f"{snapshot_identifier!r} does not exist",
+                f"one of `aws rds describe-db-snapshots --db-instance-identifier {instance_id}`",
+                NOTHING_CHANGED,
             )
         if snapshot.get("DBInstanceIdentifier") != instance_id:
-            raise RollbackRefused(
-                f"snapshot {snapshot_identifier} belongs to instance "
-                f"{snapshot.get('DBInstanceIdentifier')!r}, not {instance_id!r}. "
-                "Nothing was changed."
+            raise CheckFailed(
+                "snapshot",
+                f"{snapshot_identifier} belongs to {snapshot.get('DBInstanceIdentifier')!r}",
+                f"a snapshot of {instance_id}",
+                NOTHING_CHANGED,
             )
         if snapshot.get("Status") != "available":
-            raise RollbackRefused(
-                f"snapshot {snapshot_identifier} is {snapshot.get('Status')!r}, not "
-                "'available'; wait until it is, then trigger again. Nothing was changed."
+            raise CheckFailed(
+                "snapshot",
+                f"{snapshot_identifier} is {snapshot.get('Status')!r}",
+                "available",
+                "wait until it is, then trigger again. Nothing was changed",
             )
     taken = snapshot["SnapshotCreateTime"]
     now = now or datetime.now(UTC)
 
     stamp = run_stamp(run_id)
-    target = target_instance_identifier or f"{instance_id[: MAX_ID - 12]}-rb-{stamp}"
+    target = target_instance_identifier or f"{instance_id[: MAX_ID - 12].rstrip('-')}-rb-{stamp}"
     if target.lower() == instance_id.lower():
-        raise RollbackRefused(
-            f"target_instance_identifier {target!r} is the live instance's name; a restore "
-            "goes into a NEW instance (leave it empty to derive one). Nothing was changed."
+        raise CheckFailed(
+            "target_instance_identifier", target, "a NEW instance's name (empty: derived)", NOTHING_CHANGED
         )
     existing = describe_instance(rds, target)
     if existing is not None and not _restored_by_us(existing, run_id):
-        raise RollbackRefused(
-            f"target_instance_identifier {target!r} already exists "
-            f"({existing.get('DBInstanceStatus')}); choose a new name. Nothing was changed."
+        raise CheckFailed(
+            "target_instance_identifier",
+            f"{target} already exists ({existing.get('DBInstanceStatus')})",
+            "a new name",
+            NOTHING_CHANGED,
         )
-    pre_snapshot = f"{instance_id[: MAX_ID - 22]}-pre-rollback-{stamp}"
+    pre_snapshot = f"{instance_id[: MAX_ID - 22].rstrip('-')}-pre-rollback-{stamp}"
 
-    if switch_traffic and not env.get(PGBOUNCER_INI_ENV):
-        raise RollbackRefused(
-            f"switch_traffic needs PgBouncer's configuration ({PGBOUNCER_INI_ENV} is not set "
-            "for this Airflow); restore without switching, then repoint PgBouncer by its "
-            "deployment. Nothing was changed."
-        )
+    if switch_traffic:
+        if not switch_available:
+            raise CheckFailed(
+                "switch_traffic",
+                "no PgBouncer configuration is set up for this Airflow (BISMAN_IMPL_PGBOUNCER_CONFIG)",
+                "a PgBouncerConfig implementation",
+                "restore without switch_traffic, then repoint PgBouncer by its deployment. "
+                "Nothing was changed",
+            )
+        live = (instance.get("Endpoint") or {}).get("Address")
+        host = _secret_database_host(sm, names.app_secret_name)
+        if live and host == live:
+            raise CheckFailed(
+                "the application's DATABASE_URL",
+                f"names {instance_id} directly, not PgBouncer",
+                "DATABASE_URL through PgBouncer",
+                "switching needs a redeploy of every task (rewriting the secret alone would split writes "
+                "between the two instances): restore without switch_traffic, then change DATABASE_URL and "
+                "redeploy the service. Nothing was changed",
+            )
     endpoint = instance.get("Endpoint") or {}
     return DatabaseRollbackPlan(
-        environment=environment,
+        environment=names.environment,
         instance=instance_id,
         snapshot=snapshot["DBSnapshotIdentifier"],
         snapshot_time=_iso(taken),
@@ -231,54 +274,73 @@ def plan_rollback(
         multi_az=bool(instance.get("MultiAZ")),
         storage_type=instance.get("StorageType"),
         switch_traffic=switch_traffic,
-        live_address=endpoint.get("Address"),
+        bound_by=bound_by,
     )
 
 
 def _restored_by_us(instance: dict, run_id: str) -> bool:
-    tags = {t["Key"]: t["Value"] for t in instance.get("TagList", [])}
-    return tags.get("bisman:rollback-run") == run_stamp(run_id)
+    return tags_of(instance.get("TagList")).get("bisman:rollback-run") == run_stamp(run_id)
 
 
-def take_pre_rollback_snapshot(rds: Any, plan: DatabaseRollbackPlan) -> str:
-    """Snapshot the live instance (once per run); returns its status."""
+def take_pre_rollback_snapshot(rds: Any, plan: DatabaseRollbackPlan) -> dict:
+    """Snapshot the live instance (once per run)."""
     existing = describe_snapshot(rds, plan.pre_rollback_snapshot)
-    if existing is not None:
-        return existing.get("Status", "")
-    created = rds.create_db_snapshot(
-        DBSnapshotIdentifier=plan.pre_rollback_snapshot,
-        DBInstanceIdentifier=plan.instance,
-        Tags=[
-            {"Key": "bisman:purpose", "Value": "pre-rollback"},
-            {"Key": "bisman:rollback-target", "Value": plan.target},
-        ],
-    )["DBSnapshot"]
-    return created.get("Status", "")
+    if existing is None:
+        existing = rds.create_db_snapshot(
+            DBSnapshotIdentifier=plan.pre_rollback_snapshot,
+            DBInstanceIdentifier=plan.instance,
+            Tags=[
+                {"Key": "bisman:purpose", "Value": "pre-rollback"},
+                {"Key": "bisman:rollback-target", "Value": plan.target},
+            ],
+        )["DBSnapshot"]
+    return {"snapshot": plan.pre_rollback_snapshot, "of": plan.instance, "status": existing.get("Status", "")}
 
 
-def snapshot_progress(rds: Any, identifier: str) -> tuple[bool, bool, str]:
-    """(available, failed, detail) of a snapshot."""
-    snap = describe_snapshot(rds, identifier)
-    if snap is None:
-        return False, True, f"snapshot {identifier} disappeared"
-    status = snap.get("Status", "")
-    return (
-        status == "available",
-        status in ("failed", "deleted", "error"),
-        f"snapshot {identifier} {status} ({snap.get('PercentProgress', '?')}%)",
+def snapshot_poke(state: str | None, identifier: str) -> Poke:
+    """One look at a snapshot's state (``clients.rds.snapshot_state``)."""
+    if state is None or state in SNAPSHOT_TERMINAL:
+        raise CheckFailed(
+            f"snapshot {identifier}",
+            state or "does not exist",
+            "available",
+            "check the RDS console's events; nothing was restored yet",
+        )
+    return Poke(
+        state == "available",
+        {"snapshot": identifier, "status": state},
+        f"snapshot {identifier} to become available (now {state})",
     )
 
 
-def restore(rds: Any, plan: DatabaseRollbackPlan, run_id: str) -> str:
-    """Restore the snapshot into the new instance (once per run); returns its status."""
+def instance_poke(state: str | None, identifier: str) -> Poke:
+    """One look at the restored instance's state (``clients.rds.instance_state``)."""
+    if state is None or state in INSTANCE_TERMINAL:
+        raise CheckFailed(
+            f"restored instance {identifier}",
+            state or "does not exist",
+            "available",
+            "check the RDS console's events; the original instance is untouched",
+        )
+    return Poke(
+        state == "available",
+        {"instance": identifier, "status": state},
+        f"{identifier} to become available (now {state})",
+    )
+
+
+def restore(rds: Any, plan: DatabaseRollbackPlan, run_id: str) -> dict:
+    """Restore the snapshot into the new instance (once per run)."""
     existing = describe_instance(rds, plan.target)
     if existing is not None:
         if not _restored_by_us(existing, run_id):
-            raise RollbackFailed(
-                f"{plan.target} appeared since the checks and was not restored by this run; "
-                "nothing was restored. Trigger again with another target name."
+            raise CheckFailed(
+                f"target {plan.target}",
+                "appeared since the checks, not restored by this run",
+                "absent or ours",
+                "nothing was restored; trigger again with another target name",
             )
-        return existing.get("DBInstanceStatus", "")
+        return {"restored": plan.target, "status": existing.get("DBInstanceStatus", ""), "again": True}
     kwargs: dict[str, Any] = {
         "DBInstanceIdentifier": plan.target,
         "DBSnapshotIdentifier": plan.snapshot,
@@ -292,6 +354,7 @@ def restore(rds: Any, plan: DatabaseRollbackPlan, run_id: str) -> str:
             {"Key": "bisman:restored-from", "Value": plan.snapshot},
             {"Key": "bisman:rollback-of", "Value": plan.instance},
             {"Key": "bisman:rollback-run", "Value": run_stamp(run_id)},
+            {"Key": "Environment", "Value": plan.environment},
         ],
     }
     if plan.subnet_group:
@@ -300,20 +363,12 @@ def restore(rds: Any, plan: DatabaseRollbackPlan, run_id: str) -> str:
         kwargs["DBParameterGroupName"] = plan.parameter_group
     if plan.storage_type:
         kwargs["StorageType"] = plan.storage_type
-    return rds.restore_db_instance_from_db_snapshot(**kwargs)["DBInstance"].get("DBInstanceStatus", "")
-
-
-def instance_progress(rds: Any, identifier: str) -> tuple[bool, bool, str]:
-    """(available, failed, detail) of the restored instance."""
-    inst = describe_instance(rds, identifier)
-    if inst is None:
-        return False, True, f"instance {identifier} does not exist (deleted?)"
-    status = inst.get("DBInstanceStatus", "")
-    return status == "available", status in TERMINAL_STATUSES, f"instance {identifier} is {status}"
+    status = rds.restore_db_instance_from_db_snapshot(**kwargs)["DBInstance"].get("DBInstanceStatus", "")
+    return {"restored": f"{plan.snapshot} -> {plan.target}", "status": status}
 
 
 def restored_settings(rds: Any, plan: DatabaseRollbackPlan) -> list[list[str]]:
-    """Rows [setting, original, restored] to show that the restore copied the original's settings."""
+    """Rows [setting, original, restored]: the restore copied the original's settings."""
     inst = describe_instance(rds, plan.target) or {}
     got = {
         "class": inst.get("DBInstanceClass"),
@@ -332,152 +387,147 @@ def restored_settings(rds: Any, plan: DatabaseRollbackPlan) -> list[list[str]]:
     rows = [[k, str(want[k]), str(got[k])] for k in want]
     wrong = [r[0] for r in rows if r[1] != r[2]]
     if wrong:
-        raise RollbackFailed(
-            f"restored instance {plan.target} differs from {plan.instance} in: {', '.join(wrong)}; "
-            "fix it with modify-db-instance before switching traffic"
+        raise CheckFailed(
+            f"settings of {plan.target}",
+            f"differs in {', '.join(wrong)}",
+            f"the settings of {plan.instance}",
+            "fix it with modify-db-instance before switching",
         )
     return rows
 
 
-def sql_endpoint(rds: Any, identifier: str, environ: dict | None = None) -> tuple[str, int, str]:
-    """(host, port, how) where SQL reaches ``identifier``: its RDS endpoint, or the sandbox override."""
-    env = os.environ if environ is None else environ
-    override = env.get(ENDPOINT_OVERRIDE_ENV, "").strip()
-    if override:
-        host, _, port = override.rpartition(":")
-        return host, int(port), f"{ENDPOINT_OVERRIDE_ENV} stands in for {identifier}'s endpoint"
-    inst = describe_instance(rds, identifier) or {}
-    endpoint = inst.get("Endpoint") or {}
-    if not endpoint.get("Address"):
-        raise RollbackFailed(f"instance {identifier} has no endpoint yet")
-    return endpoint["Address"], int(endpoint.get("Port", 5432)), "the instance's RDS endpoint"
-
-
-def verify_restored(host: str, port: int, dbname: str, user: str, password: str) -> dict:
-    """Connect, run SQL and check every application table is there; returns what was seen."""
-    import psycopg
-
+def verify_restored(conn: Any, where: str) -> dict:
+    """SQL answers on the restored database and every application table is there."""
     query = (SQL_DIR / "application_tables.sql").read_text()
-    try:
-        with psycopg.connect(
-            host=host,
-            port=port,
-            dbname=dbname,
-            user=user,
-            password=password,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            prepare_threshold=None,
-        ) as conn:
-            conn.execute("SET statement_timeout = '15s'")
-            found = {r[0] for r in conn.execute(query, {"tables": list(APPLICATION_TABLES)}).fetchall()}
-            tenants = (
-                conn.execute("SELECT count(*) FROM tenants").fetchone()[0] if "tenants" in found else None
-            )
-    except psycopg.Error as exc:
-        raise RollbackFailed(
-            f"restored database at {host}:{port}/{dbname} does not answer SQL: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
+    conn.execute("SET statement_timeout = '15s'")
+    found = {r[0] for r in conn.execute(query, {"tables": list(APPLICATION_TABLES)}).fetchall()}
     missing = [t for t in APPLICATION_TABLES if t not in found]
     if missing:
-        raise RollbackFailed(
-            f"restored database at {host}:{port}/{dbname} lacks application tables "
-            f"{', '.join(missing)}; do not switch traffic to it"
+        raise CheckFailed(
+            f"restored database at {where}",
+            f"lacks tables {', '.join(missing)}",
+            "every application table",
+            "do not switch traffic to it",
         )
-    return {"tables": len(found), "tenants": tenants}
+    tenants = conn.execute("SELECT count(*) FROM tenants").fetchone()[0]
+    return {"answers at": where, "application tables": len(found), "tenants": tenants}
 
 
-# -- switching traffic -------------------------------------------------------------------------------
+# -- switching traffic through PgBouncer --------------------------------------------------------------
+
+_DB_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)\s*=\s*(?P<spec>.*?)\s*$")
 
 
-def _replace_host(url: str, host: str, port: int) -> str:
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _host_port(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or 5432}"
-
-
-def switch_secret(sm: Any, secret_id: str, plan: DatabaseRollbackPlan, new_address: str) -> dict:
-    """Point the secret's DATABASE_URL at the restored instance when it names the live instance
-    directly; a URL through PgBouncer stays (PgBouncer is switched instead). Returns what was done,
-    hosts only (never the URL: it carries the password)."""
-    import json
-
-    value = json.loads(sm.get_secret_value(SecretId=secret_id)["SecretString"])
-    url = value.get("DATABASE_URL")
-    if not url:
-        raise RollbackFailed(f"secret {secret_id} has no DATABASE_URL; nothing was switched")
-    before = _host_port(url)
-    if plan.live_address and urlsplit(url).hostname == plan.live_address:
-        value["DATABASE_URL"] = _replace_host(url, new_address, plan.port)
-        version = sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))["VersionId"]
-        return {
-            "DATABASE_URL host": f"{before} -> {new_address}:{plan.port}",
-            "secret version": version,
-            "undo": "the previous value is the secret's AWSPREVIOUS version",
-        }
-    if urlsplit(url).hostname == new_address:
-        return {"DATABASE_URL host": f"{before} (already the restored instance)"}
-    return {"DATABASE_URL host": f"{before} (PgBouncer; unchanged, PgBouncer is switched instead)"}
-
-
-_DB_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)\s*=\s*(?P<spec>.*?)\s*(?P<comment>[;#].*)?$")
-
-
-def repoint_pgbouncer_ini(text: str, database: str, host: str, port: int, note: str) -> tuple[str, str]:
+def repoint_pgbouncer_ini(text: str, database: str, host: str, port: int) -> tuple[str, str]:
     """``text`` with the ``[databases]`` entry ``database`` pointed at host:port; returns (new text,
-    previous spec). Other entries and settings are kept as they are."""
+    previous spec). PgBouncer reads ``;`` and ``#`` as comments only at the start of a line (a
+    trailing one breaks the connection string on RELOAD), so what the switch did goes on a comment
+    line of its own above the entry."""
     out, section, previous = [], "", None
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("[") and stripped.endswith("]"):
             section = stripped[1:-1].strip().lower()
-        elif section == "databases" and (m := _DB_LINE.match(stripped)) and m["name"] == database:
+        elif (
+            section == "databases"
+            and not stripped.startswith((";", "#"))
+            and (m := _DB_LINE.match(stripped))
+            and m["name"] == database
+        ):
             previous = m["spec"]
             spec = re.sub(r"\bhost=\S+", f"host={host}", previous)
             spec = re.sub(r"\bport=\S+", f"port={port}", spec)
             spec += "" if "host=" in spec else f" host={host}"
             spec += "" if "port=" in spec else f" port={port}"
-            line = f"{database} = {spec} ; {note}"
+            out.append(f"; {database} was: {previous}")
+            line = f"{database} = {spec}"
         out.append(line)
     if previous is None:
-        raise RollbackFailed(f"PgBouncer has no [databases] entry {database!r}; nothing was switched")
+        raise CheckFailed(
+            "PgBouncer's [databases]",
+            f"no entry {database!r}",
+            f"an entry {database}",
+            "nothing was switched; check PgBouncer's configuration",
+        )
     return "\n".join(out) + "\n", previous
 
 
-def switch_pgbouncer(admin_dsn: str, ini_path: str, database: str, host: str, port: int, note: str) -> dict:
-    """Repoint PgBouncer's pool: PAUSE (waits for running transactions), rewrite the entry, RELOAD,
-    RECONNECT (new server connections go to the new host), RESUME. Clients queue, never fail."""
-    import psycopg
+def switch_pgbouncer(
+    admin_conn_id: str, pgb_config: Any, database: str, host: str, port: int, pause_timeout_s: float
+) -> dict:
+    """Repoint PgBouncer's pool ``database`` at host:port: rewrite the entry, PAUSE (bounded: see
+    ``clients.pgbouncer.pause``), RELOAD, RECONNECT, RESUME. RESUME also runs as a teardown task,
+    so a worker that dies in between does not leave the application paused."""
+    from bisman_ops.clients import pgbouncer
 
-    if not re.fullmatch(r"[A-Za-z0-9_]+", database):
-        raise RollbackFailed(f"PgBouncer database name {database!r} is not a plain identifier")
-    path = Path(ini_path)
-    new_text, previous = repoint_pgbouncer_ini(path.read_text(), database, host, port, note)
-    with psycopg.connect(
-        admin_dsn, autocommit=True, prepare_threshold=None, connect_timeout=CONNECT_TIMEOUT_S
-    ) as admin:
-        admin.execute(f"PAUSE {database}")
+    pgbouncer.plain(database)
+    before = pgb_config.read()
+    new_text, previous = repoint_pgbouncer_ini(before, database, host, port)
+    try:
+        waited = pgbouncer.pause(admin_conn_id, database, pause_timeout_s)
+    except pgbouncer.PauseTimedOut as exc:
+        raise CheckFailed(
+            f"PAUSE {database}",
+            str(exc),
+            f"paused within {pause_timeout_s:g} s",
+            "a long transaction holds the pool; PgBouncer was resumed and still points at the "
+            "original. Clear this task when the long job is done",
+        ) from None
+    with pgbouncer.connect(admin_conn_id) as admin:
         try:
-            stat = path.stat()
-            path.write_text(new_text)
-            os.chown(path, stat.st_uid, stat.st_gid)
-            admin.execute("RELOAD")
-            admin.execute(f"RECONNECT {database}")
+            pgb_config.write(new_text)
+            pgbouncer.command(admin, "RELOAD")
+            pgbouncer.command(admin, "RECONNECT", database)
         finally:
-            admin.execute(f"RESUME {database}")
-        cur = admin.execute("SHOW DATABASES")
-        columns = [c.name for c in cur.description or []]
-        rows = [dict(zip(columns, r, strict=False)) for r in cur.fetchall()]
-    now = next((r for r in rows if r.get("name") == database), None)
+            pgbouncer.resume_if_paused(admin, database)
     return {
         "pgbouncer database": database,
         "before": previous,
         "after": f"host={host} port={port}",
-        "pgbouncer now": f"{now['host']}:{now['port']}" if now else "(not listed)",
+        "paused seconds": round(waited, 2),
+        "configuration": pgb_config.where,
     }
+
+
+def resume_pgbouncer(admin_conn_id: str, database: str) -> dict:
+    """Teardown: RESUME the pool if it is still paused (by a switch that did not finish)."""
+    from bisman_ops.clients import pgbouncer
+
+    with pgbouncer.connect(admin_conn_id) as admin:
+        return {"resumed": pgbouncer.resume_if_paused(admin, database)}
+
+
+def _addresses(host: str) -> set[str]:
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return {host}
+
+
+def verify_switch(admin: Any, app: Any, database: str, host: str, port: int) -> dict:
+    """PgBouncer serves the restored instance: ``SHOW DATABASES`` lists host and port of the target,
+    and a query through PgBouncer's pool answers from a server at that address and port."""
+    from bisman_ops.clients import pgbouncer
+
+    entry = pgbouncer.database_entry(admin, database) or {}
+    listed = f"{entry.get('host')}:{entry.get('port')}"
+    server_addr, server_port = app.execute("SELECT host(inet_server_addr()), inet_server_port()").fetchone()
+    seen = {"SHOW DATABASES": listed, "query answered by": f"{server_addr}:{server_port}"}
+    if entry.get("host") != host or int(entry.get("port") or 0) != port:
+        raise CheckFailed(
+            f"PgBouncer's {database} after RELOAD",
+            listed,
+            f"{host}:{port}",
+            "PgBouncer did not take the new entry (see its log: a RELOAD with a broken line keeps "
+            "the old one); the application still uses the original",
+            seen,
+        )
+    if int(server_port) != port or (server_addr not in _addresses(host) and server_addr != host):
+        raise CheckFailed(
+            f"a query through PgBouncer's {database}",
+            f"{server_addr}:{server_port}",
+            f"the restored instance at {host}:{port}",
+            "PgBouncer still hands out connections to the original: RECONNECT the pool, then clear this task",
+            seen,
+        )
+    return seen

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from bisman_ops import change_lock
+from bisman_ops.change.errors import CheckFailed
 from bisman_ops.rollback import RollbackFailed, RollbackRefused, resource_names
 from bisman_ops.run_report import RunReport, Section, redact_text, write_report
 
@@ -77,7 +78,7 @@ def step(title: str) -> Iterator[Section]:
     started = time.monotonic()
     try:
         yield section
-    except (RollbackRefused, RollbackFailed, change_lock.ChangeLockError) as exc:
+    except (RollbackRefused, RollbackFailed, CheckFailed, change_lock.ChangeLockError) as exc:
         message = redact_text(str(exc))
         _push_section(ti, section, started, error=message)
         raise AirflowFailException(message) from None
