@@ -8,8 +8,11 @@ then times each job through its own code path against:
   * a naive per-tenant loop on a 1% sample, scaled to all tenants.
 Each job runs in a fresh child process, so its peak RSS is its own.
 
-Targets (issue 4): aggregation and quota alerts within 1.5x of the bare-SQL bound; peak RSS of a
-job's process under 300 MB; trial expiry of 10,000 expiring tenants under 5 s, mail excluded
+Targets (issues 4 and 11): aggregation (the daily run with its 35-day late-usage lookback, against
+one day's bare SQL) and quota alerts within 1.5x of the bare-SQL bound; trial expiry within 1.5x of
+its bound (the same database change by one statement plus the job's Stripe calls issued
+concurrently at the emulator's latency, measured in the same run); peak RSS of a job's process
+under 300 MB; trial expiry of 10,000 expiring tenants, mail excluded
 (against a private Stripe emulator: 400 of them converted, 100 with an open subscription to cancel,
 the rest never subscribed; see TRIAL_SUBSCRIPTIONS for why the Stripe share is 5%).
 
@@ -139,7 +142,7 @@ def measure(job: str, dsn: str, stripe_url: str | None) -> dict:
     if job == "aggregation":
         with db.connect(dsn) as conn:
             r = usage_aggregation.aggregate_day(conn, AGG_DAY)
-        detail = {"month_rows": r.month_rows}
+        detail = {"month_rows": r.month_rows, "late_days": [d.isoformat() for d in r.late_days]}
     elif job == "quota":
         with db.connect(dsn) as conn:
             r = quota_alerts.send_alerts(conn, QUOTA_AS_OF, lambda alert: None, run_id="bench")
@@ -450,17 +453,45 @@ WHERE id <= %(expiring)s
 """
 
 
+# The steady state before the daily run of AGG_DAY: every earlier day aggregated by its own run
+# (day rows, month rows through the 30th, each day recorded with the updated_at it was read at).
+PRIME = (
+    "TRUNCATE tenant_usage, tenant_usage_days",
+    """INSERT INTO tenant_usage (tenant_id, metric, period, period_start, quantity, computed_at)
+SELECT tenant_id, metric, 'day', usage_date, quantity, now() FROM client_daily_usage
+WHERE usage_date < %(day)s""",
+    """INSERT INTO tenant_usage (tenant_id, metric, period, period_start, quantity, computed_at)
+SELECT tenant_id, metric, 'month', %(month_start)s, sum(quantity), now() FROM client_daily_usage
+WHERE usage_date BETWEEN %(month_start)s AND %(day)s::date - 1 GROUP BY tenant_id, metric""",
+    """INSERT INTO tenant_usage_days (day, source_updated_at)
+SELECT usage_date, max(updated_at) FROM client_daily_usage WHERE usage_date < %(day)s GROUP BY usage_date""",
+    # Late usage: 1% of the tenants' rows of two earlier days of the month changed after their run.
+    """UPDATE client_daily_usage SET quantity = quantity + 1, updated_at = now()
+WHERE usage_date IN (%(day)s::date - 3, %(day)s::date - 10) AND tenant_id %% 100 = 0""",
+    "VACUUM ANALYZE tenant_usage",
+)
+
+
+def prime(dsn: str, params: dict) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        for statement in PRIME:
+            conn.execute(statement, params)
+
+
 def phase_aggregation(dsn: str, repeat: int) -> dict:
+    """The daily run with its 35-day lookback (two late days found and re-aggregated) against the
+    bare-SQL bound of one day's work (that day's rows and its month rows), from the same state."""
     day = {"day": AGG_DAY, "month_start": MONTH_START}
     bare, job = [], []
     for _ in range(repeat):
-        run(dsn, "TRUNCATE tenant_usage")
+        prime(dsn, day)
         bare.append(timed_sql(dsn, BARE_AGGREGATION, day)[0])
-        run(dsn, "TRUNCATE tenant_usage")
+        prime(dsn, day)
         job.append(child("aggregation", dsn))
-    run(dsn, "TRUNCATE tenant_usage")
+    run(dsn, "TRUNCATE tenant_usage, tenant_usage_days")
     naive = child("naive_aggregation", dsn)
-    run(dsn, "TRUNCATE tenant_usage")
+    prime(dsn, day)
     child("aggregation", dsn)
     warm = child("aggregation", dsn)
     return {
@@ -470,18 +501,23 @@ def phase_aggregation(dsn: str, repeat: int) -> dict:
         "rss_mb": max(j["peak_rss_mb"] for j in job),
         "rerun_s": warm["seconds"],
         "month_rows": job[0]["month_rows"],
+        "late_days": job[0]["late_days"],
+        "rerun_late_days": warm["late_days"],
     }
 
 
 def phase_quota(dsn: str, repeat: int) -> dict:
     from bisman_ops.recurring import db, usage_aggregation
 
-    run(dsn, "TRUNCATE tenant_usage")
+    run(dsn, "TRUNCATE tenant_usage, tenant_usage_days")
     with db.connect(dsn) as conn:  # month rows through the 30th; the 31st is live usage
         usage_aggregation.aggregate_day(conn, AGG_DAY - timedelta(days=1))
     params = {
-        "today": QUOTA_AS_OF.date(),
+        "day": QUOTA_AS_OF.date(),
         "month_start": MONTH_START,
+        "month_through": QUOTA_AS_OF.date(),
+        "check_day": True,
+        "check_month": True,
         "thresholds": [80, 100],
         "tenant_ids": None,
         "run_id": "bench",
@@ -510,6 +546,36 @@ def phase_quota(dsn: str, repeat: int) -> dict:
     }
 
 
+# The same database change as the job, in one statement: every expired trial ended with its event.
+BARE_TRIALS = f"""
+WITH ended AS (
+    UPDATE tenants
+    SET plan = CASE WHEN id %% {CONVERTED_EVERY} = 0
+                    THEN (CASE WHEN id %% 7 = 0 THEN 'enterprise' ELSE 'pro' END) ELSE 'free' END,
+        status = 'active', updated_at = now()
+    WHERE status = 'trialing' AND trial_ends_at <= %(as_of)s
+    RETURNING id, plan
+)
+INSERT INTO events (tenant_id, type, payload, occurred_at, dedup_key)
+SELECT id, CASE WHEN plan = 'free' THEN 'trial.expired' ELSE 'trial.converted' END, '{{}}'::jsonb, now(),
+       'bare.trial:' || id
+FROM ended
+"""
+
+
+def stripe_bound(url: str, subscription_ids: list[str], calls: int) -> float:
+    """The job's number of Stripe calls issued concurrently (the job's pool size) at the emulator's
+    latency, measured now: reads of the same subscriptions (a cancel costs the emulator the same)."""
+    from bisman_ops.recurring import stripe_billing
+
+    client = stripe_billing.make_client("sk_test_bench", url, retries=0)
+    ids = [subscription_ids[i % len(subscription_ids)] for i in range(calls)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(stripe_billing.WORKERS) as pool:
+        list(pool.map(lambda sid: client.v1.subscriptions.retrieve(sid), ids))
+    return time.perf_counter() - started
+
+
 def phase_trials(dsn: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bisman-bench-stripe-") as state:
         port = 29000 + os.getpid() % 500
@@ -518,8 +584,17 @@ def phase_trials(dsn: str) -> dict:
             url = f"http://127.0.0.1:{port}"
             seeded = seed_stripe(url)
             run(dsn, TRIAL_SUBSCRIPTIONS, {"expiring": EXPIRING})
-            run(dsn, "DELETE FROM events WHERE type LIKE 'trial.%%' OR type = 'naive.trial'")
+            run(dsn, "DELETE FROM events WHERE type LIKE 'trial.%%' OR type = 'naive.trial' "
+                     "OR dedup_key LIKE 'bare.trial:%%'")
             j = child("trials", dsn, url)
+            # The bound, in the same run: the database change by one statement from the same state ...
+            run(dsn, TRIAL_SUBSCRIPTIONS, {"expiring": EXPIRING})
+            sql_s, _ = timed_sql(dsn, BARE_TRIALS, {"as_of": TRIALS_AS_OF})
+            run(dsn, "DELETE FROM events WHERE dedup_key LIKE 'bare.trial:%%'")
+            # ... plus the job's Stripe calls (a read per subscription, a cancel per open one) at once.
+            subs = [f"sub_bench_{i}" for i in range(1, EXPIRING + 1)
+                    if i % CONVERTED_EVERY == 0 or i % OPEN_EVERY == 3]
+            stripe_s = stripe_bound(url, subs, seeded["converted"] + 2 * seeded["open"])
             # The naive loop on a fresh 1% of the trials (same mix), after resetting them.
             run(dsn, TRIAL_SUBSCRIPTIONS, {"expiring": EXPIRING})
             naive = child("naive_trials", dsn, url)
@@ -529,6 +604,9 @@ def phase_trials(dsn: str) -> dict:
             proc.wait(10)
     return {
         "job_s": j["seconds"],
+        "bare_s": sql_s + stripe_s,
+        "bare_sql_s": sql_s,
+        "bare_stripe_s": stripe_s,
         "rss_mb": j["peak_rss_mb"],
         "naive_s": naive["sample_seconds"] * naive["scale"],
         "expired": j["expired"],

@@ -193,6 +193,7 @@ def test_weekly_audit_writes_its_report_to_s3_and_mails_the_team(dags_ready, dsn
     year, week, _ = (run_at.date() - timedelta(days=7)).isocalendar()
     label = f"{year}-W{week:02d}"
     sql(dsn, "DELETE FROM events WHERE dedup_key = %s", (f"audit.completed:{label}",))
+    sql(dsn, "DELETE FROM bisman_ops_claims WHERE dedup_key = %s", (f"audit.completed:{label}",))
 
     run_id = trigger_at(airflow, AUDIT)
     assert_succeeds(airflow, AUDIT, run_id)
