@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from bisman_ops.rollback import RollbackRefused
+from bisman_ops.change.errors import CheckFailed
 from bisman_ops.rollback import application as app
+from bisman_ops.rollback import resource_names
+from bisman_ops.rollback.interfaces import EcsServiceTasks
 from bisman_sandbox import aws
+from bisman_sandbox.rollback_impl import SandboxServiceTasks
 
 N = aws.names()
 SERVICE = N.ecs_service_name
+SECRET_VALUES = ("sandbox-db-password-not-secret", "s3cr3t-replica-url", "smtp-pass-value")
 
 
 def request(ecs, **overrides):
     args = {
-        "environment": "staging",
+        "names": resource_names("staging", {}),
         "cluster": None,
         "service": None,
         "task_definition": "previous",
         "confirm": SERVICE,
     } | overrides
-    return app.plan_rollback(ecs, **args)
+    return app.validate_request(ecs, **args)
 
 
 @pytest.fixture
@@ -28,14 +34,14 @@ def ecs(clients):
     return clients["ecs"]
 
 
+def _arn(ecs, ref: str) -> str:
+    return ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"]["taskDefinitionArn"]
+
+
 @pytest.fixture
 def on_revision_2(ecs):
     """The service runs revision 2 (as seeded) before and after the test."""
-
-    # By ARN, as AWS reports it: moto keeps the very string update_service is given.
-    arn = ecs.describe_task_definition(taskDefinition=f"{N.app_task_family}:2")["taskDefinition"][
-        "taskDefinitionArn"
-    ]
+    arn = _arn(ecs, f"{N.app_task_family}:2")  # by ARN, as AWS reports it
 
     def put_back():
         ecs.update_service(
@@ -50,62 +56,10 @@ def on_revision_2(ecs):
     put_back()
 
 
-def test_previous_is_the_revision_before_current_with_image_difference_shown(ecs, on_revision_2, unchanged):
-    plan = request(ecs)
-    assert (plan.current.ref, plan.target.ref) == (f"{N.app_task_family}:2", f"{N.app_task_family}:1")
-    assert "highest ACTIVE revision" in plan.resolved_by
-    assert plan.image_rows() == [["app", "bisman-erp:sandbox-2", "bisman-erp:sandbox-1"]]
-    assert not plan.no_change
-
-
-def test_environment_difference_hides_secret_values():
-    def view(env, secrets):
-        return app.TaskDefinitionView("arn", "f", 1, "ACTIVE", {"app": "i"}, {"app": env}, {"app": secrets})
-
-    rows = app.environment_diff(
-        view({"LOG_LEVEL": "info", "API_TOKEN": "t1", "REDIS_URL": "redis://:pw@h"}, ["JWT_SECRET"]),
-        view({"LOG_LEVEL": "debug", "API_TOKEN": "t2"}, ["JWT_SECRET", "NEW_KEY"]),
-    )
-    assert ["app", "LOG_LEVEL", "info", "debug"] in rows
-    assert ["app", "API_TOKEN", "(hidden)", "(hidden)"] in rows
-    assert ["app", "REDIS_URL", "(hidden)", "(absent)"] in rows
-    assert ["app", "NEW_KEY (secret)", "(absent)", "(set)"] in rows
-    assert not any("t1" in cell or "pw" in cell for row in rows for cell in row)
-
-
-@pytest.mark.parametrize(
-    ("confirm", "message"),
-    [
-        (None, "confirm is empty"),
-        ("", "confirm is empty"),
-        ("bisman-erp-staging-app", "does not match the service name 'bisman-erp-staging'"),
-    ],
-)
-def test_missing_or_wrong_confirm_is_refused(ecs, on_revision_2, unchanged, confirm, message):
-    with pytest.raises(RollbackRefused, match=message):
-        request(ecs, confirm=confirm)
-
-
-def test_unknown_environment_is_refused(ecs, unchanged):
-    with pytest.raises(RollbackRefused, match="unknown environment 'production'"):
-        request(ecs, environment="production")
-
-
-def test_task_definition_of_another_family_is_refused(ecs, on_revision_2, unchanged):
-    with pytest.raises(
-        RollbackRefused, match=r"family 'bisman-erp-prod-app'.*runs family 'bisman-erp-staging-app'"
-    ):
-        request(ecs, task_definition="bisman-erp-prod-app:1")
-
-
-def test_nonexistent_revision_is_refused(ecs, on_revision_2, unchanged):
-    with pytest.raises(RollbackRefused, match=f"{N.app_task_family}:999 does not exist"):
-        request(ecs, task_definition=f"{N.app_task_family}:999")
-
-
 @pytest.fixture
-def inactive_revision(ecs):
-    """A registered, then deregistered (INACTIVE) revision of the app's family."""
+def revision_with_secret_values(ecs, on_revision_2):
+    """A new revision of the family whose environment holds secret-looking values under names no
+    name rule would catch, with the service on it."""
     td = ecs.describe_task_definition(taskDefinition=f"{N.app_task_family}:1")["taskDefinition"]
     keep = (
         "family",
@@ -117,53 +71,116 @@ def inactive_revision(ecs):
         "executionRoleArn",
         "taskRoleArn",
     )
-    arn = ecs.register_task_definition(**{k: td[k] for k in keep if k in td})["taskDefinition"][
-        "taskDefinitionArn"
+    body = {k: td[k] for k in keep if k in td}
+    container = body["containerDefinitions"][0]
+    container["environment"] = [
+        *container["environment"],
+        {"name": "DB_PASS", "value": SECRET_VALUES[0]},
+        {"name": "DATABASE_URL_REPLICA", "value": SECRET_VALUES[1]},
+        {"name": "SMTP_PASS", "value": SECRET_VALUES[2]},
+        {"name": "LOG_LEVEL", "value": "debug"},
     ]
+    arn = ecs.register_task_definition(**body)["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(cluster=N.ecs_cluster_name, service=SERVICE, taskDefinition=arn)
+    yield arn
     ecs.deregister_task_definition(taskDefinition=arn)
-    return arn.rsplit("/", 1)[-1]
 
 
-def test_inactive_revision_is_refused(ecs, on_revision_2, inactive_revision, unchanged):
-    with pytest.raises(RollbackRefused, match=f"{inactive_revision} is INACTIVE, not ACTIVE"):
-        request(ecs, task_definition=inactive_revision)
+def test_previous_is_the_revision_before_current_with_image_difference_shown(ecs, on_revision_2, unchanged):
+    plan = request(ecs)
+    assert (plan.current.ref, plan.target.ref) == (f"{N.app_task_family}:2", f"{N.app_task_family}:1")
+    assert "highest ACTIVE revision" in plan.resolved_by
+    assert plan.image_rows() == [["app", "bisman-erp:sandbox-2", "bisman-erp:sandbox-1"]]
+    assert not plan.no_change
+    assert plan.bound_by == "by name"
+
+
+def test_the_plan_carries_names_and_changes_never_values(ecs, revision_with_secret_values):
+    plan = request(ecs, task_definition=f"{N.app_task_family}:1")
+    changes = {(row[1], row[2]) for row in plan.env_changes}
+    assert {
+        ("DB_PASS", "removed"),
+        ("DATABASE_URL_REPLICA", "removed"),
+        ("SMTP_PASS", "removed"),
+        ("LOG_LEVEL", "value changed"),
+    } <= changes
+    as_xcom = json.dumps(plan.to_dict())
+    assert "DB_PASS" in as_xcom  # the name is shown ...
+    for value in (*SECRET_VALUES, "debug"):
+        assert value not in as_xcom  # ... no value is, secret-looking or not
+
+
+@pytest.mark.parametrize("confirm", [None, "", "bisman-erp-staging-app"])
+def test_missing_or_wrong_confirm_is_refused(ecs, on_revision_2, unchanged, confirm):
+    with pytest.raises(CheckFailed, match="confirm: seen") as err:
+        request(ecs, confirm=confirm)
+    assert "'bisman-erp-staging'" in err.value.expected
+
+
+def test_a_service_of_another_environment_is_refused_before_the_lock(ecs, on_revision_2, unchanged):
+    prod = aws.names("prod")
+    with pytest.raises(CheckFailed, match=f"ECS cluster {prod.ecs_cluster_name} belongs to staging"):
+        request(
+            ecs, cluster=prod.ecs_cluster_name, service=prod.ecs_service_name, confirm=prod.ecs_service_name
+        )
+
+
+def test_task_definition_of_another_family_is_refused(ecs, on_revision_2, unchanged):
+    with pytest.raises(CheckFailed, match="of family 'bisman-erp-prod-app'"):
+        request(ecs, task_definition="bisman-erp-prod-app:1")
+
+
+def test_nonexistent_revision_is_refused(ecs, on_revision_2, unchanged):
+    with pytest.raises(CheckFailed, match=f"{N.app_task_family}:999 does not exist"):
+        request(ecs, task_definition=f"{N.app_task_family}:999")
 
 
 def test_service_already_on_target_is_no_change(ecs, on_revision_2, unchanged):
-    plan = request(ecs, task_definition=f"{N.app_task_family}:2")
-    assert plan.no_change
+    assert request(ecs, task_definition=f"{N.app_task_family}:2").no_change
 
 
-def test_rollback_updates_service_and_waiter_sees_our_deployment_stable(ecs, on_revision_2):
+def test_previous_after_a_rollback_skips_the_release_rolled_back_from():
+    r = {n: f"arn:aws:ecs:us-east-1:1:task-definition/app:{n}" for n in (3, 4, 5)}
+    # Deployed 3, 4, 5 (bad), rolled back to 4: history newest first is 4, 5, 4, 3.
+    assert app.previous_from_history([r[4], r[5], r[4], r[3]], r[4]) == (r[3], r[5])
+    # Plain forward history: previous is the one before.
+    assert app.previous_from_history([r[5], r[4], r[3]], r[5]) == (r[4], None)
+    # Nothing else to go back to: refuse rather than return to the bad release.
+    assert app.previous_from_history([r[4], r[5]], r[4]) == (None, r[5])
+
+
+def test_update_is_idempotent_and_the_sensor_sees_our_deployment_stable(ecs, on_revision_2):
     plan = request(ecs)
-    deployment = app.start_rollback(ecs, plan)
-    progress = app.deployment_progress(ecs, plan.cluster, plan.service, plan.target.arn, deployment)
-    assert progress.stable and not progress.failed, progress.detail
-    checked = app.verify_running_tasks(ecs, plan.cluster, plan.service, plan.target.arn, tasks_listed=False)
-    assert "running on the target" in checked["checked"]
-    svc = app.describe_service(ecs, plan.cluster, plan.service)
-    assert svc["taskDefinition"] == plan.target.arn
+    first = app.start_rollback(ecs, plan)
+    assert first["deployed"]
+    again = app.start_rollback(ecs, plan)  # a retry of the task: no second deployment
+    assert again == {"deployment_id": first["deployment_id"], "deployed": False}
+    poke = app.deployment_poke(ecs, plan.cluster, plan.service, plan.target.arn, first["deployment_id"])
+    assert poke.done, poke.waiting_for
+    checked = app.verify_running_tasks(
+        ecs, SandboxServiceTasks(), plan.cluster, plan.service, plan.target.arn
+    )
+    assert checked == {"desired": aws.APP_DESIRED_COUNT, "running on target": aws.APP_DESIRED_COUNT}
 
 
-def test_waiter_is_not_stable_while_fewer_tasks_run_than_desired(ecs, on_revision_2):
+def test_sensor_waits_while_fewer_tasks_run_than_desired(ecs, on_revision_2):
     plan = request(ecs)
-    deployment = app.start_rollback(ecs, plan)
-    # moto keeps the deployment's running count (2) when desiredCount rises: a service that cannot place tasks
+    deployment = app.start_rollback(ecs, plan)["deployment_id"]
+    # moto keeps the deployment's running count (2) when desiredCount rises: tasks that cannot be placed
     ecs.update_service(cluster=plan.cluster, service=plan.service, desiredCount=3)
-    progress = app.deployment_progress(ecs, plan.cluster, plan.service, plan.target.arn, deployment)
-    assert not progress.stable and not progress.failed
-    assert "desired 3" in progress.detail
+    poke = app.deployment_poke(ecs, plan.cluster, plan.service, plan.target.arn, deployment)
+    assert not poke.done and "running the 3 desired" in poke.waiting_for
 
 
-def test_waiter_fails_fast_when_someone_else_moves_the_service(ecs, on_revision_2):
+def test_sensor_fails_at_once_when_someone_else_moves_the_service(ecs, on_revision_2):
     plan = request(ecs)
-    deployment = app.start_rollback(ecs, plan)
+    deployment = app.start_rollback(ecs, plan)["deployment_id"]
     ecs.update_service(cluster=plan.cluster, service=plan.service, taskDefinition=plan.current.arn)
-    progress = app.deployment_progress(ecs, plan.cluster, plan.service, plan.target.arn, deployment)
-    assert progress.failed and "someone else changed it" in progress.detail
+    with pytest.raises(CheckFailed, match="someone else changed it"):
+        app.deployment_poke(ecs, plan.cluster, plan.service, plan.target.arn, deployment)
 
 
-def test_task_check_requires_listed_tasks_on_real_ecs(ecs, on_revision_2):
+def test_the_aws_task_listing_finds_no_tasks_on_moto_and_the_check_fails(ecs, on_revision_2):
     plan = request(ecs, task_definition=f"{N.app_task_family}:2")
-    with pytest.raises(Exception, match="0 task\\(s\\) of bisman-erp-staging run the target, 2 desired"):
-        app.verify_running_tasks(ecs, plan.cluster, plan.service, plan.target.arn, tasks_listed=True)
+    with pytest.raises(CheckFailed, match=r"running tasks of bisman-erp-staging: seen 0 on .*; expected 2"):
+        app.verify_running_tasks(ecs, EcsServiceTasks(), plan.cluster, plan.service, plan.target.arn)

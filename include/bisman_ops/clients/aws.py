@@ -44,10 +44,16 @@ def client_config(aws_hook: Any, service: str) -> Config:
     return defaults.merge(conn_config.botocore_config) if conn_config.botocore_config else defaults
 
 
-def client(service: str, conn_id: str = config.AWS_CONN_ID) -> Any:
-    """A boto3 client for ``service`` from the Airflow AWS connection ``conn_id``."""
+def client(service: str, conn_id: str = config.AWS_CONN_ID, *, attempts: int | None = None) -> Any:
+    """A boto3 client for ``service`` from the Airflow AWS connection ``conn_id``. ``attempts=1``
+    for a call that must not be repeated by botocore (a deployment: the caller checks first)."""
+    from botocore.config import Config
+
     h = hook(service, conn_id)
-    return h.get_client_type(config=client_config(h, service))
+    cfg = client_config(h, service)
+    if attempts is not None:
+        cfg = cfg.merge(Config(retries={"total_max_attempts": attempts, "mode": "standard"}))
+    return h.get_client_type(config=cfg)
 
 
 def provider_hook(hook_cls: type, service: str, conn_id: str = config.AWS_CONN_ID) -> Any:

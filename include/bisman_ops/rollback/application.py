@@ -1,14 +1,19 @@
 """Application rollback: point the ECS service back at an earlier task definition.
 
-``plan_rollback`` checks the request and resolves the target (nothing changes); ``start_rollback``
-updates the service; ``deployment_progress`` is the waiter's single look; ``verify_running_tasks``
-checks what the service runs afterwards.
+``validate_request`` checks the request and resolves the target (nothing changes); ``start_rollback``
+updates the service once (idempotent: a service already deploying the target is not deployed
+again); ``deployment_poke`` is the sensor's single look; ``verify_running_tasks`` checks what the
+service runs afterwards.
 
-The waiter follows our deployment by id: ``update_service`` answers with the new PRIMARY
-deployment (on AWS a new one; we also force one, so the id changes even where the emulator keeps
-the old record). The service is stable when that deployment is the only one, its rollout is
-COMPLETED (when the circuit breaker reports it) and it runs the desired count. A FAILED rollout, or
-our deployment disappearing (the circuit breaker rolled back), ends the wait at once.
+No environment value leaves this module: the plan carries, per container, the NAMES of the
+environment variables and secrets and, in the difference table, whether each one changed. Values
+(a ``DB_PASS`` or a ``DATABASE_URL_REPLICA`` as much as any other) never reach XCom, a rendered
+field, the report or a log line.
+
+The wait follows our deployment by id: ``update_service`` answers with the PRIMARY deployment. The
+service is stable when that deployment is the only one, its rollout is COMPLETED (when the circuit
+breaker reports it) and it runs the desired count. A FAILED rollout, or our deployment disappearing
+(the circuit breaker rolled back), ends the wait at once.
 """
 
 from __future__ import annotations
@@ -17,24 +22,25 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bisman_ops.change.errors import CheckFailed
+from bisman_ops.change.step import Poke
 from bisman_ops.clients.aws import error_code
-from bisman_ops.rollback import RollbackFailed, RollbackRefused, check_confirm, resource_names
+from bisman_ops.naming import ResourceNames
+from bisman_ops.rollback import NOTHING_CHANGED, check_confirm, check_in_environment, tags_of
 
-# "false" where ECS lists no tasks for a service (moto): verification then reads the service's counts.
-TASKS_LISTED_ENV = "BISMAN_ECS_TASKS_LISTED"
 TASK_DEFINITION_REF = re.compile(r"^(?P<family>[A-Za-z0-9_-]{1,255}):(?P<revision>[0-9]{1,9})$")
-# Environment variables whose values the plan never shows, even though they are plain environment.
-_SECRET_NAME = re.compile(r"(?i)(password|passwd|secret|token|api_?key|private_?key|credential|dsn|_url$)")
 
 
 @dataclass(frozen=True)
 class TaskDefinitionView:
+    """A task definition as the rollback may show it: images and the names of its settings."""
+
     arn: str
     family: str
     revision: int
     status: str
     images: dict[str, str]  # container -> image
-    environment: dict[str, dict[str, str]]  # container -> name -> value
+    environment: dict[str, list[str]]  # container -> names of plain environment variables
     secrets: dict[str, list[str]]  # container -> names of secrets (values live in Secrets Manager)
 
     @property
@@ -50,32 +56,39 @@ class TaskDefinitionView:
             revision=int(td["revision"]),
             status=td.get("status", "ACTIVE"),
             images={c["name"]: c.get("image", "") for c in containers},
-            environment={
-                c["name"]: {e["name"]: e.get("value", "") for e in c.get("environment", [])}
-                for c in containers
-            },
+            environment={c["name"]: sorted(e["name"] for e in c.get("environment", [])) for c in containers},
             secrets={c["name"]: sorted(s["name"] for s in c.get("secrets", [])) for c in containers},
         )
 
 
-def describe_task_definition(ecs: Any, ref: str) -> TaskDefinitionView | None:
-    """The task definition ``ref`` (family:revision or ARN), or None if ECS does not know it."""
+def _raw_task_definition(ecs: Any, ref: str) -> dict | None:
     try:
-        return TaskDefinitionView.from_api(ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"])
+        return ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"]
     except Exception as exc:
         if error_code(exc) in ("ClientException", "InvalidParameterException", "ResourceNotFoundException"):
             return None
         raise
 
 
+def describe_task_definition(ecs: Any, ref: str) -> TaskDefinitionView | None:
+    """The task definition ``ref`` (family:revision or ARN), or None if ECS does not know it."""
+    td = _raw_task_definition(ecs, ref)
+    return TaskDefinitionView.from_api(td) if td else None
+
+
 def describe_service(ecs: Any, cluster: str, service: str) -> dict | None:
     try:
-        found = ecs.describe_services(cluster=cluster, services=[service])["services"]
+        found = ecs.describe_services(cluster=cluster, services=[service], include=["TAGS"])["services"]
     except Exception as exc:
         if error_code(exc) == "ClusterNotFoundException":
             return None
         raise
     return next((s for s in found if s.get("status") == "ACTIVE"), None)
+
+
+def _cluster_tags(ecs: Any, cluster: str) -> dict[str, str]:
+    found = ecs.describe_clusters(clusters=[cluster], include=["TAGS"]).get("clusters", [])
+    return tags_of(found[0].get("tags")) if found else {}
 
 
 def service_task_definition_arn(ecs: Any, svc: dict) -> str:
@@ -87,38 +100,29 @@ def service_task_definition_arn(ecs: Any, svc: dict) -> str:
     return td.arn if td else ref
 
 
-def _hide(name: str, value: str) -> str:
-    return "(hidden)" if _SECRET_NAME.search(name) else value
+def environment_changes(ecs: Any, current_arn: str, target_arn: str) -> list[list[str]]:
+    """Rows [container, name, change] for every variable or secret that differs: ``added``,
+    ``removed`` or ``value changed`` (values are compared here and never returned)."""
+    cur, tgt = _raw_task_definition(ecs, current_arn) or {}, _raw_task_definition(ecs, target_arn) or {}
 
-
-def environment_diff(current: TaskDefinitionView, target: TaskDefinitionView) -> list[list[str]]:
-    """Rows [container, variable, current, target] for every difference; secret-looking values
-    hidden, and secrets (from Secrets Manager) compared by name only."""
-    rows: list[list[str]] = []
-    for container in sorted(set(current.environment) | set(target.environment)):
-        cur = current.environment.get(container, {})
-        tgt = target.environment.get(container, {})
-        for name in sorted(set(cur) | set(tgt)):
-            if cur.get(name) != tgt.get(name):
-                rows.append(
-                    [
-                        container,
-                        name,
-                        _hide(name, cur[name]) if name in cur else "(absent)",
-                        _hide(name, tgt[name]) if name in tgt else "(absent)",
-                    ]
-                )
-        cur_s = set(current.secrets.get(container, []))
-        tgt_s = set(target.secrets.get(container, []))
-        for name in sorted(cur_s ^ tgt_s):
-            rows.append(
-                [
-                    container,
-                    f"{name} (secret)",
-                    "(set)" if name in cur_s else "(absent)",
-                    "(set)" if name in tgt_s else "(absent)",
-                ]
+    def settings(td: dict) -> dict[tuple[str, str], str]:
+        out = {}
+        for c in td.get("containerDefinitions", []):
+            out.update({(c["name"], e["name"]): e.get("value", "") for e in c.get("environment", [])})
+            out.update(
+                {(c["name"], f"{s['name']} (secret)"): s.get("valueFrom", "") for s in c.get("secrets", [])}
             )
+        return out
+
+    a, b = settings(cur), settings(tgt)
+    rows = []
+    for key in sorted(set(a) | set(b)):
+        if key not in b:
+            rows.append([*key, "removed"])
+        elif key not in a:
+            rows.append([*key, "added"])
+        elif a[key] != b[key]:
+            rows.append([*key, "value changed"])
     return rows
 
 
@@ -131,7 +135,8 @@ class ApplicationRollbackPlan:
     current: TaskDefinitionView
     target: TaskDefinitionView
     resolved_by: str  # how the target was found
-    env_diff: list[list[str]] = field(default_factory=list)
+    env_changes: list[list[str]] = field(default_factory=list)  # [container, name, change]
+    bound_by: str = ""
 
     @property
     def no_change(self) -> bool:
@@ -158,198 +163,234 @@ class ApplicationRollbackPlan:
         )
 
 
-def previous_from_deployments(ecs: Any, cluster: str, service: str, current_arn: str) -> str | None:
-    """The task definition of the last successful deployment before the current one, from ECS's
-    service deployment history (ListServiceDeployments). None when the history is unavailable
-    (older API, emulator) or has no earlier deployment."""
+def previous_from_history(history: list[str], current_arn: str) -> tuple[str | None, str | None]:
+    """The task definition to go back to, from the service's successful deployments (newest first).
+
+    Returns ``(previous, rolled_back_from)``. When the current revision came back by a rollback,
+    the deployment just before it in the history is the release that was rolled back from: it is
+    skipped (and every deployment of it), so ``previous`` never returns to the bad release."""
+
+    def revision(arn: str) -> int:
+        return int(arn.rsplit(":", 1)[-1]) if arn.rsplit(":", 1)[-1].isdigit() else -1
+
+    older = [arn for arn in history if arn != current_arn]
+    if history and history[0] != current_arn:
+        return (older[0] if older else None), None
+    rolled_back_from = older[0] if older and revision(older[0]) > revision(current_arn) else None
+    return next((arn for arn in older if arn != rolled_back_from), None), rolled_back_from
+
+
+def deployment_history(ecs: Any, cluster: str, service: str) -> list[str]:
+    """Task definitions of the service's successful deployments, newest first; [] when ECS's
+    deployment history (ListServiceDeployments) is unavailable (older API, emulator)."""
     try:
         listed = ecs.list_service_deployments(cluster=cluster, service=service, status=["SUCCESSFUL"])
         arns = [d["serviceDeploymentArn"] for d in listed.get("serviceDeployments", [])]
         if not arns:
-            return None
+            return []
         deployments = ecs.describe_service_deployments(serviceDeploymentArns=arns[:20])["serviceDeployments"]
-        revision_arns = [
-            d["targetServiceRevision"]["arn"]
-            for d in sorted(deployments, key=lambda d: d.get("createdAt") or 0, reverse=True)
-            if d.get("targetServiceRevision")
-        ]
+        ordered = sorted(deployments, key=lambda d: d.get("createdAt") or 0, reverse=True)
+        revision_arns = [d["targetServiceRevision"]["arn"] for d in ordered if d.get("targetServiceRevision")]
         if not revision_arns:
-            return None
+            return []
         revisions = ecs.describe_service_revisions(serviceRevisionArns=revision_arns)["serviceRevisions"]
-        by_arn = {r["serviceRevisionArn"]: r["taskDefinition"] for r in revisions}
-    except Exception:  # history is a refinement; the revision list below is always there
-        return None
-    for arn in revision_arns:
-        task_definition = by_arn.get(arn)
-        if task_definition and task_definition != current_arn:
-            return task_definition
-    return None
+    except Exception:  # history is a refinement; the revision list is always there
+        return []
+    by_arn = {r["serviceRevisionArn"]: r["taskDefinition"] for r in revisions}
+    return [by_arn[a] for a in revision_arns if a in by_arn]
 
 
 def previous_revision(ecs: Any, current: TaskDefinitionView) -> TaskDefinitionView | None:
     """The highest ACTIVE revision of the current family below the current revision."""
-    paginator = ecs.get_paginator("list_task_definitions")
     candidates = []
-    for page in paginator.paginate(familyPrefix=current.family, status="ACTIVE", sort="DESC"):
+    for page in ecs.get_paginator("list_task_definitions").paginate(
+        familyPrefix=current.family, status="ACTIVE", sort="DESC"
+    ):
         for arn in page["taskDefinitionArns"]:
             family, _, revision = arn.rsplit("/", 1)[-1].rpartition(":")
             if family == current.family and int(revision) < current.revision:
                 candidates.append(int(revision))
-    if not candidates:
-        return None
-    return describe_task_definition(ecs, f"{current.family}:{max(candidates)}")
+    return describe_task_definition(ecs, f"{current.family}:{max(candidates)}") if candidates else None
 
 
-def plan_rollback(
+def validate_request(
     ecs: Any,
     *,
-    environment: str,
+    names: ResourceNames,
     cluster: str | None,
     service: str | None,
     task_definition: str,
     confirm: str | None,
 ) -> ApplicationRollbackPlan:
-    """Check the request and resolve the target. Raises RollbackRefused; changes nothing."""
-    names = resource_names(environment)
+    """Check the request and resolve the target. Raises CheckFailed; changes nothing."""
     cluster = cluster or names.ecs_cluster_name
     service = service or names.ecs_service_name
     check_confirm(confirm, service, "the service name")
     svc = describe_service(ecs, cluster, service)
     if svc is None:
-        raise RollbackRefused(
-            f"ECS service {service!r} not found (or not ACTIVE) in cluster {cluster!r}; "
-            "check the environment, cluster and service. Nothing was changed."
+        raise CheckFailed(
+            "ECS service",
+            f"{service!r} not found (or not ACTIVE) in cluster {cluster!r}",
+            "an active service",
+            NOTHING_CHANGED,
         )
+    check_in_environment("ECS cluster", cluster, names.ecs_cluster_name, _cluster_tags(ecs, cluster), names)
+    bound_by = check_in_environment(
+        "ECS service", service, names.ecs_service_name, tags_of(svc.get("tags")), names
+    )
     current = describe_task_definition(ecs, svc["taskDefinition"])
     if current is None:
-        raise RollbackRefused(
-            f"the service's current task definition {svc['taskDefinition']} cannot be "
-            "described; nothing was changed."
+        raise CheckFailed(
+            "the service's task definition",
+            f"{svc['taskDefinition']} cannot be described",
+            "a described task definition",
+            NOTHING_CHANGED,
         )
 
     if task_definition == "previous":
-        target = None
-        from_history = previous_from_deployments(ecs, cluster, service, current.arn)
-        if from_history:
-            target = describe_task_definition(ecs, from_history)
-            resolved_by = "the service's deployment history (last successful deployment before this one)"
+        target, resolved_by = None, ""
+        previous, skipped = previous_from_history(deployment_history(ecs, cluster, service), current.arn)
+        if previous:
+            target = describe_task_definition(ecs, previous)
+            resolved_by = "the service's deployment history (last successful deployment before this one"
+            resolved_by += (
+                f", skipping {skipped.rsplit('/', 1)[-1]} it was rolled back from)" if skipped else ")"
+            )
         if target is None:
             target = previous_revision(ecs, current)
             resolved_by = f"the highest ACTIVE revision of {current.family} below {current.revision}"
         if target is None:
-            raise RollbackRefused(
-                f"no ACTIVE revision of {current.family} before {current.ref} to roll back "
-                "to; name one as family:revision. Nothing was changed."
+            raise CheckFailed(
+                "task_definition previous",
+                f"no ACTIVE revision of {current.family} before {current.ref}",
+                "an earlier revision",
+                "name one as family:revision",
             )
     else:
         match = TASK_DEFINITION_REF.match(task_definition or "")
         if not match:
-            raise RollbackRefused(
-                f"task_definition {task_definition!r} is neither 'previous' nor "
-                "family:revision. Nothing was changed."
+            raise CheckFailed(
+                "task_definition", repr(task_definition), "previous or family:revision", NOTHING_CHANGED
             )
         if match["family"] != current.family:
-            raise RollbackRefused(
-                f"task definition {task_definition} belongs to family {match['family']!r}, "
-                f"but service {service} runs family {current.family!r}; a rollback stays "
-                "in the service's family. Nothing was changed."
+            raise CheckFailed(
+                "task_definition",
+                f"{task_definition} of family {match['family']!r}",
+                f"a revision of the service's family {current.family!r}",
+                NOTHING_CHANGED,
             )
         target = describe_task_definition(ecs, task_definition)
         if target is None:
-            raise RollbackRefused(
-                f"task definition {task_definition} does not exist; see the family's "
-                f"revisions with `aws ecs list-task-definitions --family-prefix "
-                f"{current.family}`. Nothing was changed."
+            raise CheckFailed(
+                "task_definition",
+                f"{task_definition} does not exist",
+                f"one of `aws ecs list-task-definitions --family-prefix {current.family}`",
+                NOTHING_CHANGED,
             )
         resolved_by = "named in the request"
     if target.family != current.family:  # an ARN from history could name another family
-        raise RollbackRefused(
-            f"task definition {target.ref} is not of family {current.family!r}. Nothing was changed."
-        )
+        raise CheckFailed("task_definition", f"{target.ref}", f"family {current.family!r}", NOTHING_CHANGED)
     if target.status != "ACTIVE":
-        raise RollbackRefused(
-            f"task definition {target.ref} is {target.status}, not ACTIVE (deregistered "
-            "revisions cannot start new tasks); pick an ACTIVE revision. Nothing was changed."
+        raise CheckFailed(
+            "task_definition",
+            f"{target.ref} is {target.status}",
+            "ACTIVE (deregistered revisions cannot start tasks)",
+            NOTHING_CHANGED,
         )
     return ApplicationRollbackPlan(
-        environment=environment,
+        environment=names.environment,
         cluster=cluster,
         service=service,
         desired_count=int(svc.get("desiredCount", 0)),
         current=current,
         target=target,
         resolved_by=resolved_by,
-        env_diff=environment_diff(current, target),
+        env_changes=environment_changes(ecs, current.arn, target.arn),
+        bound_by=bound_by,
     )
 
 
-def start_rollback(ecs: Any, plan: ApplicationRollbackPlan) -> str:
-    """Point the service at the target; return the id of the deployment that rolls it out."""
+def _primary(svc: dict) -> dict | None:
+    return next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), None)
+
+
+def start_rollback(ecs: Any, plan: ApplicationRollbackPlan) -> dict:
+    """Point the service at the target once; returns ``{"deployment_id", "deployed"}``.
+
+    Idempotent: a service whose PRIMARY deployment already targets the revision (a retry of this
+    task, or botocore's retry of a call that reached ECS) is not deployed again; its deployment is
+    followed instead. ``ecs`` should make a single attempt (``clients.aws.client(..., attempts=1)``).
+    """
     svc = describe_service(ecs, plan.cluster, plan.service)
-    if svc is None or service_task_definition_arn(ecs, svc) not in (plan.current.arn, plan.target.arn):
+    on_target = svc is not None and service_task_definition_arn(ecs, svc) == plan.target.arn
+    if svc is None or (not on_target and service_task_definition_arn(ecs, svc) != plan.current.arn):
         seen = svc["taskDefinition"] if svc else "no service"
-        raise RollbackFailed(
-            f"service {plan.service} changed since the plan (now {seen}, planned from "
-            f"{plan.current.ref}); nothing was updated. Trigger the rollback again."
+        raise CheckFailed(
+            f"service {plan.service} before the update",
+            f"now {seen}",
+            f"{plan.current.ref} as planned",
+            "nothing was updated; trigger the rollback again",
         )
+    primary = _primary(svc)
+    if on_target and primary is not None and primary.get("rolloutState") != "FAILED":
+        return {"deployment_id": primary["id"], "deployed": False}
     updated = ecs.update_service(
         cluster=plan.cluster, service=plan.service, taskDefinition=plan.target.arn, forceNewDeployment=True
     )["service"]
-    primary = next((d for d in updated.get("deployments", []) if d.get("status") == "PRIMARY"), None)
+    primary = _primary(updated)
     if primary is None:
-        raise RollbackFailed(
-            f"update_service on {plan.service} answered without a PRIMARY deployment; "
-            "check the service's events in the ECS console"
+        raise CheckFailed(
+            f"update_service on {plan.service}",
+            "no PRIMARY deployment in the answer",
+            "a PRIMARY deployment",
+            "check the service's events in the ECS console",
         )
-    return primary["id"]
+    return {"deployment_id": primary["id"], "deployed": True}
 
 
-@dataclass(frozen=True)
-class DeploymentProgress:
-    stable: bool
-    failed: bool
-    detail: str
-
-
-def deployment_progress(
-    ecs: Any, cluster: str, service: str, target_arn: str, deployment_id: str
-) -> DeploymentProgress:
+def deployment_poke(ecs: Any, cluster: str, service: str, target_arn: str, deployment_id: str) -> Poke:
     """One look at the rollout of ``deployment_id`` (see the module docstring for the rule)."""
     svc = describe_service(ecs, cluster, service)
     if svc is None:
-        return DeploymentProgress(False, True, f"service {service} no longer exists in {cluster}")
+        raise CheckFailed(
+            f"service {service}", "no longer exists", f"ACTIVE in {cluster}", "check the console"
+        )
     deployments = svc.get("deployments", [])
     ours = next((d for d in deployments if d.get("id") == deployment_id), None)
     desired = int(svc.get("desiredCount", 0))
     summary = (
         ", ".join(
-            f"{d.get('status')} {d.get('taskDefinition', '').rsplit('/', 1)[-1]} "
-            f"running {d.get('runningCount')}/{d.get('desiredCount')} "
-            f"{d.get('rolloutState', '')}".strip()
+            f"{d.get('status')} {d.get('taskDefinition', '').rsplit('/', 1)[-1]} running "
+            f"{d.get('runningCount')}/{d.get('desiredCount')} {d.get('rolloutState', '')}".strip()
             for d in deployments
         )
         or "no deployments"
     )
+    measured = {"deployment": deployment_id, "service": summary}
+    next_step = "check the service's events and stopped tasks' reasons; clear this task to wait again"
     if ours is None:
-        return DeploymentProgress(
-            False,
-            True,
-            f"deployment {deployment_id} is gone (the circuit breaker "
-            f"rolled it back?); service now: {summary}",
+        raise CheckFailed(
+            f"deployment {deployment_id}",
+            f"gone (circuit breaker rollback?); {summary}",
+            "rolling out",
+            next_step,
+            measured,
         )
     if ours.get("rolloutState") == "FAILED":
-        return DeploymentProgress(
-            False,
-            True,
-            f"deployment {deployment_id} FAILED: "
-            f"{ours.get('rolloutStateReason', '')}; service now: {summary}",
+        raise CheckFailed(
+            f"deployment {deployment_id}",
+            f"FAILED: {ours.get('rolloutStateReason', '')}",
+            "COMPLETED",
+            next_step,
+            measured,
         )
     if service_task_definition_arn(ecs, svc) != target_arn:
-        return DeploymentProgress(
-            False,
-            True,
-            f"service now runs {svc.get('taskDefinition')}, not the target "
-            f"{target_arn}: someone else changed it",
+        raise CheckFailed(
+            f"service {service}",
+            f"runs {svc.get('taskDefinition')}",
+            f"the target {target_arn}",
+            "someone else changed it; check who before going on",
+            measured,
         )
     stable = (
         len(deployments) == 1
@@ -357,53 +398,38 @@ def deployment_progress(
         and ours.get("rolloutState", "COMPLETED") == "COMPLETED"
         and int(ours.get("runningCount", 0)) >= desired
     )
-    return DeploymentProgress(stable, False, f"desired {desired}; {summary}")
+    return Poke(
+        stable,
+        measured,
+        f"deployment {deployment_id} to be the only one, COMPLETED, running the "
+        f"{desired} desired ({summary})",
+    )
 
 
-def verify_running_tasks(
-    ecs: Any, cluster: str, service: str, target_arn: str, *, tasks_listed: bool = True
-) -> dict:
-    """Every RUNNING task of the service runs the target, and as many run as desired.
-
-    ``tasks_listed=False`` is for an ECS that never lists a service's tasks (moto): then only the
-    service's own running count and task definition can be checked, and the result says so.
-    """
+def verify_running_tasks(ecs: Any, tasks: Any, cluster: str, service: str, target_arn: str) -> dict:
+    """Every RUNNING task of the service runs the target, and as many run as desired. ``tasks`` is
+    the configured ``ServiceTasks`` (rollback.interfaces)."""
     svc = describe_service(ecs, cluster, service)
     if svc is None:
-        raise RollbackFailed(f"service {service} not found in {cluster} after the update")
+        raise CheckFailed(
+            f"service {service}", "not found after the update", f"ACTIVE in {cluster}", "check it"
+        )
     desired = int(svc.get("desiredCount", 0))
-    task_arns = []
-    for page in ecs.get_paginator("list_tasks").paginate(
-        cluster=cluster, serviceName=service, desiredStatus="RUNNING"
-    ):
-        task_arns.extend(page["taskArns"])
-    tasks = []
-    for i in range(0, len(task_arns), 100):
-        tasks.extend(ecs.describe_tasks(cluster=cluster, tasks=task_arns[i : i + 100])["tasks"])
-    running = [t for t in tasks if t.get("lastStatus") == "RUNNING"]
-    wrong = [t["taskArn"].rsplit("/", 1)[-1] for t in running if t.get("taskDefinitionArn") != target_arn]
+    running = tasks.running(ecs, cluster, service)
+    wrong = [t["id"] for t in running if t["task_definition"] != target_arn]
+    short = target_arn.rsplit("/", 1)[-1]
     if wrong:
-        raise RollbackFailed(
-            f"{len(wrong)} running task(s) of {service} are not on the target "
-            f"{target_arn.rsplit('/', 1)[-1]}: {', '.join(wrong[:10])}; the deployment "
-            "has not replaced them — check the service's events"
+        raise CheckFailed(
+            f"running tasks of {service}",
+            f"{len(wrong)} not on {short}: {', '.join(wrong[:10])}",
+            f"all on {short}",
+            "the deployment has not replaced them; check the service's events",
         )
-    on_target = len(running)
-    if tasks_listed:
-        if on_target < desired:
-            raise RollbackFailed(
-                f"{on_target} task(s) of {service} run the target, {desired} desired; "
-                "check the service's events and stopped tasks' reasons"
-            )
-        how = f"{on_target} RUNNING task(s) listed, all on the target"
-    else:
-        if service_task_definition_arn(ecs, svc) != target_arn or int(svc.get("runningCount", 0)) < desired:
-            raise RollbackFailed(
-                f"service {service} reports {svc.get('runningCount')}/{desired} running on "
-                f"{svc.get('taskDefinition')}, expected the target {target_arn}"
-            )
-        how = (
-            f"ECS lists no tasks here (emulator); the service reports {svc.get('runningCount')}/{desired} "
-            "running on the target"
+    if len(running) < desired:
+        raise CheckFailed(
+            f"running tasks of {service}",
+            f"{len(running)} on {short}",
+            f"{desired} (desired)",
+            "check the service's events and stopped tasks' reasons",
         )
-    return {"desired": desired, "running_on_target": on_target, "checked": how}
+    return {"desired": desired, "running on target": len(running)}
