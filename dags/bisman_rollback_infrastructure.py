@@ -2,8 +2,8 @@
 ### Roll back the infrastructure (Terraform revert)
 
 **When:** a Terraform change made things worse and an earlier revision of the configuration was good.
-**Changes:** whatever the plan of that revision changes — shown to you, and applied only once you
-approve it.
+**Changes:** whatever the plan of that revision changes in the chosen environment — shown to you, and
+applied only once you approve it.
 
 **Runbook**
 
@@ -12,146 +12,137 @@ approve it.
 2. Type the environment name in **confirm**.
 3. Under the environment's change lock, `validate_request` checks the ref exists and has a
    Terraform configuration in that directory, and lists the files the revert changes.
-4. `checkout_and_plan` exports that revision with `git archive` into a fresh work directory (your
-   working tree is never touched), copies the live `terraform.tfvars` (the rollback reverts the
-   configuration, not the inputs), runs `init` and `plan -out`. No changes: the run says so and stops.
+4. `checkout_and_plan` exports that revision with `git archive` into a clean working directory
+   (your working tree is never touched) and plans it with real Terraform against **that
+   environment's** state (`<project>/<environment>/terraform.tfstate` in its state bucket, locked in
+   its lock table, as the rollout does), with the variables of that environment's last successful
+   apply. The plan file and the configuration go to the state bucket with their SHA-256. No changes:
+   the run says so and stops.
 5. `approve_plan` shows the summary — **destroys or replaces of databases and Redis first** — and
-   waits for Approve/Reject (the UI's Required Actions).
-6. `apply_approved_plan` applies exactly that saved plan (its sha256 is checked), then
-   `verify_outputs_and_health` reads `terraform output -json` (CONTRACT.md's outputs) and checks the
-   health endpoints.
+   waits for Approve/Reject (the UI's Required Actions; no answer in time is a Reject).
+6. `apply_approved_plan` downloads exactly that plan (any worker), checks both hashes and applies
+   it; Terraform itself refuses a plan another apply made stale. `verify_outputs_and_health` checks
+   CONTRACT.md's outputs and the health endpoints.
 7. The lock is released; report (JSON + Markdown) in the state bucket under `reports/<env>/`; the
    team gets the outcome with the reason.
 
-**If apply fails halfway:** the state holds what was applied. Run `terraform plan` in the Terraform
-directory to see what remains, fix the cause, then trigger this rollback (or a rollout) again.
-**Undo:** trigger again with `git_ref` = the commit the report names as "current".
+**State locked by another Terraform run:** the plan fails with Terraform's lock message and the lock
+id; nothing changed. Wait for the other run, or `terraform force-unlock <id>` once nothing runs.
+**If apply fails halfway:** the state holds what was applied. Trigger this rollback again: its new
+plan shows what remains. **Undo:** trigger again with `git_ref` = the commit the report names as
+"current".
 """
 
 from __future__ import annotations
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, Param, task
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param, chain, task
 
 from bisman_ops import params
+from bisman_ops.change import lock, report
+from bisman_ops.change.approval import ChangeApproval
+from bisman_ops.change.step import Result, context, step
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 
 DAG_ID = "bisman_rollback_infrastructure"
 TITLE = "Infrastructure rollback (Terraform revert)"
-STEP_IDS = [
-    "acquire_change_lock",
-    "notify_team_of_start",
-    "validate_request",
-    "checkout_and_plan",
-    "plan_has_changes",
-    "approve_plan",
-    "apply_approved_plan",
-    "verify_outputs_and_health",
-    "release_change_lock",
-]
+# Shorter than the change lock's lease: nothing renews the lease while the approval waits.
+APPROVAL_TIMEOUT = timedelta(seconds=min(2 * 3600, lock.lease_seconds() / 2))
 
 
-def describe_request(p: dict) -> str:
-    """What the team is told is starting."""
-    return (
-        f"Terraform configuration of {p['environment']} reverted to "
-        f"{p.get('git_ref') or 'the previous commit'}"
-    )
+@step
+def notify_team_of_start() -> dict:
+    from bisman_ops.change import notify
+
+    p = context()["params"]
+    what = (f"{TITLE}: {p['environment']} to {p.get('git_ref') or 'the previous commit'} "
+            f"(reason: {p.get('reason')})")
+    notice = notify.notice_from_context(context(), event="started", what=what, measured="", next_step="")
+    return {"notified": notify.deliver(notice)}
 
 
-@task(task_id="validate_request")
-def validate_request() -> dict:
-    from bisman_ops.rollback import infrastructure, runtime
+@step
+def validate_request() -> Result:
+    from bisman_ops.change.report import Section
+    from bisman_ops.rollback import infrastructure
 
-    p = runtime.context()["params"]
-    with runtime.step("Plan request") as section:
-        plan = infrastructure.plan_request(
-            environment=p["environment"],
-            git_ref=p.get("git_ref"),
-            terraform_dir=p["terraform_dir"],
-            confirm=p.get("confirm"),
-        )
-        section.add("terraform dir", plan.terraform_dir)
-        section.add("current commit", plan.current_commit)
-        section.add("target commit", f"{plan.target_commit} ({plan.target_subject})")
-        section.add("target resolved from", plan.resolved_by)
-        section.table("Files the revert changes", ["status", "path"], infrastructure.changed_files(plan))
-        return plan.to_dict()
+    p = context()["params"]
+    plan = infrastructure.plan_request(environment=p["environment"], git_ref=p.get("git_ref"),
+                                       terraform_dir=p["terraform_dir"], confirm=p.get("confirm"))
+    section = Section("Plan request")
+    section.add("terraform dir", plan.terraform_dir).add("current commit", plan.current_commit)
+    section.add("target commit", f"{plan.target_commit} ({plan.target_subject})")
+    section.add("target resolved from", plan.resolved_by)
+    section.table("Files the revert changes", ["status", "path"], infrastructure.changed_files(plan))
+    return Result(value=plan.to_dict(), sections=[section],
+                  measured={"target_commit": plan.target_commit, "current_commit": plan.current_commit})
 
 
-@task(task_id="checkout_and_plan")
-def checkout_and_plan(plan: dict) -> dict:
-    from bisman_ops.rollback import database, infrastructure, runtime
+@step
+def checkout_and_plan(request: dict) -> Result:
+    from bisman_ops.change.report import Section
+    from bisman_ops.rollback import infrastructure
 
-    ti = runtime.context()["ti"]
-    with runtime.step("Terraform plan") as section:
-        request = infrastructure.InfraRollbackPlan.from_dict(plan)
-        work_dir = infrastructure.work_dir_for(database.run_stamp(ti.run_id))
-        config_dir = infrastructure.checkout(request, work_dir)
-        result = infrastructure.run_plan(config_dir)
-        summary = result["summary"]
-        section.add("work dir", str(config_dir))
-        section.add("terraform", result["terraform_version"])
-        section.add("plan", summary["headline"])
-        section.add("plan sha256", result["plan_sha256"])
-        section.table(
-            "Stateful resources destroyed or replaced",
-            ["action", "address"],
-            [[c["action"], c["address"]] for c in summary["stateful_at_risk"]],
-        )
-        section.table(
-            "Changes",
-            ["action", "address"],
-            [[c["action"], c["address"]] for c in summary["resource_changes"]],
-        )
-        if not result["has_changes"]:
-            section.add(
-                "no change", "the reverted configuration matches the infrastructure; nothing to apply"
-            )
-            runtime.hint("no_change")
-        body = (
-            f"Revert **{request.environment}** to `{request.target_commit[:12]}` "
-            f"({request.target_subject}).\n\n{result['markdown']}\n\nReason given: "
-            f"{runtime.context()['params']['reason']}"
-        )
-        return {
-            "config_dir": str(config_dir),
-            "plan_sha256": result["plan_sha256"],
-            "has_changes": result["has_changes"],
-            "approval_body": body,
-        }
+    ctx = context()
+    plan = infrastructure.InfraRollbackPlan.from_dict(request)
+    planned = infrastructure.checkout_and_plan(plan, ctx["ti"].run_id)
+    summary = planned["summary"]
+    section = Section("Terraform plan")
+    section.add("terraform", planned["terraform_version"]).add("state", planned["state"])
+    section.add("plan", planned["headline"]).add("plan file", planned["plan_uri"])
+    section.add("plan sha256", planned["plan_sha256"])
+    section.table("Variables (the environment's last applied inputs)", ["variable", "value"],
+                  [[k, v] for k, v in sorted(planned["inputs"].items())])
+    section.table("Stateful resources destroyed or replaced", ["action", "address", "type"],
+                  [[c["action"], c["address"], c["type"]] for c in summary["stateful_at_risk"]])
+    section.table("Changes", ["action", "address", "type"],
+                  [[c["action"], c["address"], c["type"]] for c in summary["resource_changes"]])
+    if not planned["has_changes"]:
+        section.add("no change", "the reverted configuration matches the infrastructure; nothing to apply")
+    body = (f"Revert **{plan.environment}** to `{plan.target_commit[:12]}` ({plan.target_subject}).\n\n"
+            f"State: `{planned['state']}`\n\n{planned['markdown']}\n\n"
+            f"Plan file: `{planned['plan_uri']}` (sha256 `{planned['plan_sha256']}`)\n\n"
+            f"Reason given: {ctx['params']['reason']}")
+    return Result(value={**planned, "approval_body": body}, sections=[section],
+                  hint=None if planned["has_changes"] else "no_change",
+                  measured={"plan": planned["headline"], "plan_sha256": planned["plan_sha256"],
+                            "state": planned["state"], "has_changes": planned["has_changes"]})
 
 
 @task.short_circuit(task_id="plan_has_changes", ignore_downstream_trigger_rules=False)
 def plan_has_changes(planned: dict) -> bool:
+    """No changes: approval and apply are skipped; the teardowns still run."""
     return bool(planned["has_changes"])
 
 
-@task(task_id="apply_approved_plan")
-def apply_approved_plan(planned: dict) -> dict:
-    from pathlib import Path
+@step(changes=True)
+def apply_approved_plan(request: dict, planned: dict, answer: dict) -> Result:
+    from bisman_ops.change.approval import approved
+    from bisman_ops.rollback import infrastructure
 
-    from bisman_ops.rollback import infrastructure, runtime
+    approved(answer, "approve_plan")
+    plan = infrastructure.InfraRollbackPlan.from_dict(request)
+    result = infrastructure.apply_approved(plan, planned, context()["ti"].run_id)
+    return Result(value=result["outputs"],
+                  measured={"applied": f"the approved plan (sha256 {planned['plan_sha256'][:12]})",
+                            "already_applied": result["already_applied"]})
 
-    with runtime.step("Apply") as section:
-        runtime.renew_lock()  # the approval may have taken long
-        outputs = infrastructure.apply_plan(Path(planned["config_dir"]), planned["plan_sha256"])
-        section.add("applied", f"the approved plan (sha256 {planned['plan_sha256'][:12]})")
-        return outputs
 
-
-@task(task_id="verify_outputs_and_health")
-def verify_outputs_and_health(outputs: dict) -> None:
+@step
+def verify_outputs_and_health(outputs: dict) -> Result:
     from bisman_ops import app_api
-    from bisman_ops.rollback import RollbackFailed, health, runtime
+    from bisman_ops.change.errors import fail_unless
+    from bisman_ops.change.report import Section
+    from bisman_ops.rollback import health
     from bisman_ops.terraform import check_outputs
 
-    with runtime.step("Outputs and health") as section:
-        section.table("Outputs", ["name", "value"], [[k, v] for k, v in sorted(outputs.items())])
-        problems = check_outputs(outputs)
-        if problems:
-            raise RollbackFailed(f"the applied configuration's outputs are incomplete: {'; '.join(problems)}")
-        section.table("Health", ["path", "status", "ms"], health.check_health(app_api.base_url()))
+    fail_unless(check_outputs(outputs), "Terraform outputs (CONTRACT.md)", "every output present",
+                "Add them to the configuration, then trigger again")
+    section = Section("Outputs and health")
+    section.table("Outputs", ["name", "value"], [[k, v] for k, v in sorted(outputs.items())])
+    section.table("Health", ["path", "status", "ms"], health.check_health(app_api.base_url()))
+    return Result(value=None, sections=[section], measured={"outputs": len(outputs)})
 
 
 with DAG(
@@ -177,21 +168,21 @@ with DAG(
         "confirm": params.confirm("the environment name"),
     },
 ) as dag:
-    from bisman_ops.rollback import runtime_tasks
-
-    lock, started = runtime_tasks.opening(TITLE, describe_request)
+    begin = report.begin_run_report()
+    taken = lock.acquire_change_lock(
+        note="{{ dag.dag_id }}: {{ params.environment }} to {{ params.git_ref or 'previous commit' }}")
     request = validate_request()
     planned = checkout_and_plan(request)
-    approve = ApprovalOperator(
+    approve = ChangeApproval(
         task_id="approve_plan",
         subject="Apply the Terraform rollback plan?",
         body="{{ ti.xcom_pull(task_ids='checkout_and_plan')['approval_body'] }}",
+        response_timeout=APPROVAL_TIMEOUT,
     )
-    outputs = apply_approved_plan(planned)
+    outputs = apply_approved_plan(request, planned, approve.output)
     verified = verify_outputs_and_health(outputs)
-    release, report = runtime_tasks.teardowns(
-        lock, TITLE, STEP_IDS, "The earlier revision was applied; outputs and health verified."
-    )
-    started >> request
-    planned >> plan_has_changes(planned) >> approve >> outputs
-    verified >> release >> report
+    release = lock.release_change_lock()
+    written = report.write_run_report(TITLE, purpose="{{ params.reason }}", notify_team=True)
+    chain(begin, taken, notify_team_of_start(), request)
+    chain(planned, plan_has_changes(planned), approve)
+    chain(verified, release.as_teardown(setups=taken), written.as_teardown(setups=begin))

@@ -1,34 +1,42 @@
 """Infrastructure rollback: apply an earlier git revision of the Terraform configuration.
 
 ``plan_request`` checks the request and resolves the revision (default: the commit before the
-current one among those touching the Terraform directory); ``checkout`` exports that revision into
-a fresh work directory with ``git archive`` — the operator's working tree is never touched;
-``plan`` runs ``terraform init`` and ``plan -out`` there and summarises it (stateful destroys
-first) for the approval; ``apply`` applies exactly that saved plan, after checking the plan file is
-the one approved (sha256).
-
-The variables (``terraform.tfvars`` and any other variable file git does not track) are those the
-last rollout left in the Terraform directory: the rollback reverts the configuration, not the inputs.
+current one among those touching the Terraform directory). ``checkout_and_plan`` runs the one
+Terraform session of the rollout (``bisman_ops.clients.terraform``) for the environment asked for:
+that revision exported into a clean working directory with ``git archive`` (the operator's tree is
+never touched), initialised with the environment's own backend (``<project>/<environment>/
+terraform.tfstate`` in its state bucket, its lock table, the ``aws_default`` identity), planned with
+the variables of that environment's last successful apply (the rollback reverts the configuration,
+not the inputs; nothing is copied from a directory another environment writes to). The plan and its
+configuration go to S3 with their SHA-256; ``apply_approved`` applies exactly that plan on any
+worker, after checking both hashes, and Terraform refuses it if another apply made it stale.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import re
-import shutil
 import subprocess
-import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from bisman_ops.rollback import RollbackFailed, RollbackRefused, check_confirm, resource_names
+from bisman_ops.change.errors import CheckFailed
+from bisman_ops.rollback import NOTHING_CHANGED, check_confirm, resource_names
 
 GIT_TIMEOUT_S = 60
-PLAN_FILE = "rollback.tfplan"
-INPUT_PATTERNS = ("terraform.tfvars", "terraform.tfvars.json", "*.auto.tfvars", "*.auto.tfvars.json")
-WORK_ROOT_ENV = "BISMAN_ROLLBACK_WORK_DIR"
+DEFAULT_REGION = "us-east-1"
+
+
+def _refused(problem: str) -> CheckFailed:
+    return CheckFailed("the infrastructure rollback request", problem.rstrip("."),
+                       "a git revision with a Terraform configuration, of an environment rolled out before",
+                       NOTHING_CHANGED)
+
+
+def _failed(what: str, problem: str, next_step: str) -> CheckFailed:
+    return CheckFailed(what, problem, "Terraform to succeed", next_step)
+
+
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
 
@@ -37,7 +45,8 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
         ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False
     )
     if check and result.returncode != 0:
-        raise RollbackFailed(f"git {' '.join(args)} in {repo} failed: {result.stderr.strip()[:300]}")
+        raise _failed(f"git {' '.join(args)} in {repo}", result.stderr.strip()[:300],
+                      "Fix the repository, then trigger again")
     return result
 
 
@@ -48,6 +57,7 @@ def _has_terraform_files(names: list[str]) -> bool:
 @dataclass
 class InfraRollbackPlan:
     environment: str
+    project_name: str
     terraform_dir: str
     repo_root: str
     subdir: str  # the Terraform directory inside the repository ("" at its root)
@@ -73,45 +83,45 @@ def commits_touching(repo: Path, subdir: str, limit: int = 2) -> list[str]:
 def plan_request(
     *, environment: str, git_ref: str | None, terraform_dir: str, confirm: str | None
 ) -> InfraRollbackPlan:
-    """Check the request and resolve the revision; raises RollbackRefused, changes nothing."""
-    resource_names(environment)
+    """Check the request and resolve the revision; raises CheckFailed, changes nothing."""
+    names = resource_names(environment)
     check_confirm(confirm, environment, "the environment name")
     tf_dir = Path(terraform_dir)
     if not tf_dir.is_dir():
-        raise RollbackRefused(f"terraform_dir {terraform_dir} is not a directory. Nothing was changed.")
+        raise _refused(f"terraform_dir {terraform_dir} is not a directory.")
     top = _git(tf_dir, "rev-parse", "--show-toplevel", check=False)
     if top.returncode != 0:
-        raise RollbackRefused(
+        raise _refused(
             f"terraform_dir {terraform_dir} is not inside a git repository; an infrastructure "
-            "rollback needs the configuration's history. Nothing was changed."
+            "rollback needs the configuration's history."
         )
     repo = Path(top.stdout.strip())
     subdir = _git(tf_dir, "rev-parse", "--show-prefix").stdout.strip().rstrip("/")
     history = commits_touching(repo, subdir)
     if not history:
-        raise RollbackRefused(f"no commit touches {terraform_dir}. Nothing was changed.")
+        raise _refused(f"no commit touches {terraform_dir}.")
     current = history[0]
 
     if git_ref:
         if not _REF.match(git_ref) or git_ref.startswith("-"):
-            raise RollbackRefused(
-                f"git_ref {git_ref!r} is not a commit, tag or branch name. Nothing was changed."
+            raise _refused(
+                f"git_ref {git_ref!r} is not a commit, tag or branch name."
             )
         resolved = _git(
             repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{git_ref}^{{commit}}", check=False
         )
         if resolved.returncode != 0:
-            raise RollbackRefused(
+            raise _refused(
                 f"git ref {git_ref!r} does not exist in {repo}; see `git -C {repo} log "
-                f"--oneline -- {subdir or '.'}`. Nothing was changed."
+                f"--oneline -- {subdir or '.'}`."
             )
         target = resolved.stdout.strip()
         resolved_by = f"git_ref {git_ref}"
     else:
         if len(history) < 2:
-            raise RollbackRefused(
+            raise _refused(
                 f"{terraform_dir} has only one commit; there is no earlier revision to roll "
-                "back to. Nothing was changed."
+                "back to."
             )
         target = history[1]
         resolved_by = "the commit before the current one touching the Terraform directory"
@@ -120,14 +130,14 @@ def plan_request(
         repo, "ls-tree", "--name-only", f"{target}:{subdir}" if subdir else f"{target}:", check=False
     )
     if listing.returncode != 0 or not _has_terraform_files(listing.stdout.split()):
-        raise RollbackRefused(
+        raise _refused(
             f"revision {git_ref or target[:12]} has no Terraform configuration in "
-            f"{subdir or 'the repository root'} (no *.tf or *.tf.json files). "
-            "Nothing was changed."
+            f"{subdir or 'the repository root'} (no *.tf or *.tf.json files)"
         )
     subject = _git(repo, "log", "-n1", "--format=%s", target).stdout.strip()
     return InfraRollbackPlan(
         environment=environment,
+        project_name=names.project_name,
         terraform_dir=str(tf_dir.resolve()),
         repo_root=str(repo),
         subdir=subdir,
@@ -153,115 +163,87 @@ def changed_files(plan: InfraRollbackPlan) -> list[list[str]]:
     return [line.split("\t", 1) for line in out.splitlines() if "\t" in line]
 
 
-def work_dir_for(run_stamp: str, environ: dict | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    root = Path(env.get(WORK_ROOT_ENV) or Path(os.environ.get("TMPDIR", "/tmp")) / "bisman-rollbacks")
-    return root / f"infra-{run_stamp}"
+def session(request: InfraRollbackPlan, run_id: str, step: str, *, aws_region: str | None = None):
+    """The Terraform session of ``request``'s environment for one step of this run."""
+    from bisman_ops.clients.terraform import TerraformSession
+
+    return TerraformSession(project_name=request.project_name, environment=request.environment,
+                            aws_region=aws_region or _connection_region(), run_id=run_id, step=step)
 
 
-def checkout(plan: InfraRollbackPlan, work_dir: Path) -> Path:
-    """Export the revision's Terraform directory into ``work_dir`` (emptied first); copy the live
-    directory's terraform.tfvars; returns the directory to run Terraform in."""
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, mode=0o700)
-    archive = subprocess.run(
-        [
-            "git",
-            "-C",
-            plan.repo_root,
-            "archive",
-            "--format=tar",
-            plan.target_commit,
-            "--",
-            plan.subdir or ".",
-        ],
-        capture_output=True,
-        timeout=GIT_TIMEOUT_S,
-        check=False,
-    )
-    if archive.returncode != 0:
-        raise RollbackFailed(
-            f"git archive {plan.target_commit[:12]} failed: {archive.stderr.decode(errors='replace')[:300]}"
-        )
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(work_dir, filter="data")
-    config_dir = work_dir / plan.subdir if plan.subdir else work_dir
-    for live_vars in live_input_files(plan):
-        shutil.copy2(live_vars, config_dir / live_vars.name)
-        (config_dir / live_vars.name).chmod(0o600)
-    return config_dir
+def _connection_region() -> str:
+    from bisman_ops.clients import aws
 
-
-def live_input_files(plan: InfraRollbackPlan) -> list[Path]:
-    """Variable files in the live Terraform directory that git does not track (terraform.tfvars
-    written by the rollout, machine-local *.auto.tfvars): inputs, not configuration."""
-    live = Path(plan.terraform_dir)
-    found = []
-    for pattern in INPUT_PATTERNS:
-        for path in sorted(live.glob(pattern)):
-            tracked = _git(live, "ls-files", "--error-unmatch", "--", path.name, check=False).returncode == 0
-            if path.is_file() and not tracked:
-                found.append(path)
-    return found
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def run_plan(config_dir: Path, env: dict[str, str] | None = None) -> dict:
-    """init + plan -out in ``config_dir``; returns the summary dict plus the plan file and its sha256."""
-    from bisman_ops.terraform import Terraform, TerraformError, summarize_plan
-
-    tf = Terraform(workdir=config_dir, env=env)
     try:
-        version = tf.version()
-        tf.init()
-        has_changes = tf.plan(PLAN_FILE)
-        summary = summarize_plan(tf.show_json(PLAN_FILE))
-    except TerraformError as exc:
-        raise RollbackFailed(
-            f"terraform plan of the reverted configuration failed: {exc}; {getattr(exc, 'stderr', '')[:1500]}"
-        ) from None
-    plan_path = config_dir / PLAN_FILE
-    return {
-        "terraform_version": version,
-        "has_changes": has_changes,
-        "summary": summary.to_dict(),
-        "markdown": summary.to_markdown(),
-        "plan_file": str(plan_path),
-        "plan_sha256": sha256_file(plan_path),
-    }
+        return aws.hook("s3").conn_region_name or DEFAULT_REGION
+    except Exception:  # no region on the connection: the recorded inputs name it next
+        return DEFAULT_REGION
 
 
-def apply_plan(config_dir: Path, plan_sha256: str, env: dict[str, str] | None = None) -> dict:
-    """Apply the saved plan, refusing a plan file other than the one summarised for approval."""
-    from bisman_ops.terraform import Terraform, TerraformError
+def environment_inputs(request: InfraRollbackPlan, run_id: str) -> dict[str, Any]:
+    """The variables of the environment's last successful apply, checked to be that environment's."""
+    from bisman_ops.clients.terraform import TerraformSessionError
 
-    plan_path = config_dir / PLAN_FILE
-    if not plan_path.exists():
-        raise RollbackFailed(
-            f"saved plan {plan_path} is gone; nothing was applied. Trigger the rollback again."
-        )
-    seen = sha256_file(plan_path)
-    if seen != plan_sha256:
-        raise RollbackFailed(
-            f"saved plan {plan_path} changed since it was approved (sha256 {seen[:12]} != "
-            f"{plan_sha256[:12]}); nothing was applied. Trigger the rollback again."
-        )
-    tf = Terraform(workdir=config_dir, env=env)
     try:
-        tf.apply(PLAN_FILE)
-        outputs = tf.outputs()
+        inputs = session(request, run_id, "inputs").recorded_inputs()
+    except TerraformSessionError as exc:
+        raise _refused(str(exc)) from None
+    for key, expected in (("environment", request.environment), ("project_name", request.project_name)):
+        if inputs.get(key, expected) != expected:
+            raise _refused(
+                f"the recorded inputs of {request.environment} name {key}={inputs.get(key)!r}, not "
+                f"{expected!r}; refusing to plan with another environment's variables."
+            )
+    return inputs
+
+
+def checkout_and_plan(request: InfraRollbackPlan, run_id: str) -> dict[str, Any]:
+    """Export the target revision into the session's clean working directory and plan it against
+    the environment's state with its own inputs; the plan and configuration are stored in S3.
+    Returns the session's plan dict plus ``terraform_version``, ``inputs``, ``work_dir`` and
+    ``state``; raises CheckFailed with Terraform's own message when Terraform fails."""
+    from bisman_ops.clients.terraform import TerraformSessionError
+    from bisman_ops.terraform import TerraformError
+
+    inputs = environment_inputs(request, run_id)
+    s = session(request, run_id, "plan", aws_region=inputs.get("aws_region"))
+    try:
+        s.prepare_from_git(request.repo_root, request.target_commit, request.subdir)
+        s.write_tfvars(inputs)
+        version = s.version()
+        planned = s.plan()
+    except TerraformSessionError as exc:
+        raise _failed("the Terraform session", str(exc), NOTHING_CHANGED) from None
     except TerraformError as exc:
-        raise RollbackFailed(
-            f"terraform apply of the approved plan failed: {exc}; "
-            f"{getattr(exc, 'stderr', '')[:1500]} — the state may be partly applied: run "
-            "plan in the Terraform directory to see what remains"
-        ) from None
-    return outputs
+        raise terraform_failed("plan of the reverted configuration", exc, changed=False) from None
+    finally:
+        s.cleanup()  # what apply needs is in S3
+    return {**planned, "terraform_version": version, "inputs": inputs, "work_dir": str(s.config_dir)}
+
+
+def apply_approved(request: InfraRollbackPlan, planned: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Apply exactly the approved plan from S3 (hashes checked first) in a clean directory of this
+    worker; returns ``{"applied", "already_applied", "outputs"}``."""
+    from bisman_ops.clients.terraform import TerraformSessionError
+    from bisman_ops.terraform import TerraformError
+
+    s = session(request, run_id, "apply", aws_region=planned["inputs"].get("aws_region"))
+    try:
+        return s.apply(planned, inputs=planned["inputs"])
+    except TerraformSessionError as exc:
+        raise _failed("the approved plan", str(exc),
+                      "Nothing was applied; trigger the rollback again") from None
+    except TerraformError as exc:
+        raise terraform_failed("apply of the approved plan", exc, changed=True) from None
+    finally:
+        s.cleanup()
+
+
+def terraform_failed(what: str, exc: Exception, *, changed: bool) -> CheckFailed:
+    """CheckFailed carrying Terraform's own message (and the id of a state lock held elsewhere)."""
+    lock_id = getattr(exc, "lock_id", None)
+    hint = (f"The state is locked by another Terraform run (lock id {lock_id}): wait for it, or once "
+            f"nothing else runs, `terraform force-unlock {lock_id}`. " if lock_id else "")
+    after = ("Terraform saved what it applied to the state: trigger this rollback again (its new plan "
+             "shows what remains)" if changed else NOTHING_CHANGED)
+    return _failed(f"terraform {what}", str(exc), hint + after)
