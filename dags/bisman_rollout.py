@@ -3,25 +3,28 @@
 
 The production rollout checklist as one DAG, one task group per phase: preflight, core
 infrastructure, read replica, usage metering and quotas, billing, scheduled jobs, monitoring,
-chaos, post-deploy. Each group ends with a gate; a failed gate stops every later phase and
-notifies the team by email and Slack with what failed, the value measured and what to do.
+chaos, post-deploy. Each group ends with a gate; a failed check stops every later phase and
+notifies the team by email and Slack with what was checked, the value seen, what was expected and
+what to do.
 
 **Trigger** it from the UI with the form (environment, project name, region, sizes, image, domain,
-Terraform directory, switches). Bad values fail in `preflight` before anything changes.
+Terraform directory, switches). Bad values are refused by the form, or fail in
+`preflight.rollout_params_valid` before anything changes.
 
 **Approve** the Terraform plan when `core_infrastructure.approve_plan` waits for you (Required
-actions): its text lists the plan's adds, changes and destroys, any database or Redis destroyed or
-replaced first, and the plan file's SHA-256. Approve applies exactly that file; Reject stops the
-rollout with nothing applied. A plan without changes skips approval and apply.
+actions; the team is mailed a link): its text lists the plan's adds, changes and destroys, any
+database or Redis destroyed or replaced first, and the plan file's SHA-256. Approve applies exactly
+that file; Reject (or no answer within 2 h) stops the rollout with nothing applied, and the run
+ends failed. A plan without changes skips approval and apply.
 
-**Change lock**: `acquire_change_lock` takes the environment's lock (DynamoDB, with a lease the
-steps renew) and `release_change_lock` gives it back whatever happens; a second rollout or a
-rollback of the same environment fails on it without touching anything. If a worker died, the
+**Change lock**: `preflight.acquire_change_lock` takes the environment's lock (DynamoDB, with a
+lease every step renews) and `release_change_lock` gives it back whatever happens; a second rollout
+or a rollback of the same environment fails on it without touching anything. If a worker died, the
 lease expires on its own (3 h).
 
 **Run report**: `write_run_report` always runs last; it writes JSON and Markdown to
 `s3://<project>-<env>-terraform-state/reports/<env>/bisman_rollout/<run>` and into its log:
-outputs, gate measurements, the approval (who, when, what was shown), timings, where it stopped.
+outputs, measurements, the approval (who, when, what was shown), timings, where it stopped.
 
 **Resume** after a failure: fix the cause named in the failed task's log (and the notification),
 then clear that task with its downstream tasks. Every task is idempotent: the lock is re-acquired
@@ -35,15 +38,19 @@ from datetime import timedelta
 from airflow.sdk import DAG, Param, TaskGroup, chain
 
 from bisman_ops import params
-from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE, not_built
-from bisman_ops.notifiers import TeamNotifier
-from bisman_ops.rollout.steps import approval, branch, step, wait_for
+from bisman_ops.change import lock, report
+from bisman_ops.change.approval import ChangeApproval
+from bisman_ops.change.notify import TeamNotifier
+from bisman_ops.change.step import not_built
+from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
+from bisman_ops.rollout import core_infrastructure as core
+from bisman_ops.rollout import preflight as pre
+from bisman_ops.rollout import read_replica as replica
 
 DAG_ID = "bisman_rollout"
 ISSUE = "rollout phases are being built"
-BUILT = ("preflight", "core_infrastructure", "read_replica")
 NOT_BUILT_YET = ("usage_metering", "billing", "scheduled_jobs", "monitoring", "chaos", "post_deploy")
-APPROVAL_TIMEOUT = timedelta(hours=4)
+APPROVAL_TIMEOUT = timedelta(hours=2)  # shorter than the change lock's 3 h lease
 
 with DAG(
     dag_id=DAG_ID,
@@ -85,61 +92,59 @@ with DAG(
                                                          "ISSUED."),
     },
 ) as dag:
-    begin_report = step("begin_run_report")
-    write_report = step("write_run_report")
+    begun = report.begin_run_report()
 
     with TaskGroup(group_id="preflight") as preflight:
-        valid = step("rollout_params_valid")
+        settings = pre.rollout_params_valid()
+        secrets = pre.app_secrets_valid(settings)
         checks = [
-            step("aws_identity_and_permissions"),
-            step("terraform_version_supported"),
-            step("state_backend_checked"),
-            step("app_secrets_valid"),
-            step("domain_resolves_or_delegated"),
-            wait_for("certificate_issued", timeout_param="certificate_timeout_seconds",
-                     poke_interval=timedelta(seconds=30)),
+            pre.aws_identity_and_permissions(settings),
+            pre.terraform_version_supported(settings),
+            pre.state_backend_checked(settings),
+            secrets,
+            pre.domain_resolves_or_delegated(settings),
+            pre.certificate_issued(settings),
         ]
         # Changes only after every read-only check passed: the backend, then the lock, then secrets.
-        backend_ready = step("state_backend_ready")
-        acquire_lock = step("acquire_change_lock")
-        chain(valid, checks, backend_ready, acquire_lock, step("missing_secrets_generated"),
-              step("preflight_gate"))
+        backend_ready = pre.state_backend_ready(settings)
+        acquired = lock.acquire_change_lock(note="bisman_rollout of {{ params.app_image }}")
+        chain(checks, backend_ready, acquired, pre.missing_secrets_generated(settings, secrets),
+              pre.preflight_gate(settings))
 
     with TaskGroup(group_id="core_infrastructure") as core_infrastructure:
-        plan = step("terraform_plan")
-        has_changes = branch("plan_has_changes")
-        approve = approval("approve_plan", "core_infrastructure.terraform_plan", APPROVAL_TIMEOUT)
-        outputs = step("terraform_outputs_checked", trigger_rule="none_failed_min_one_success")
-        chain(step("terraform_init"), plan, has_changes, approve, step("terraform_apply"), outputs)
-        has_changes >> outputs
-        chain(outputs, wait_for("rds_primary_available", poke_interval=timedelta(seconds=20)),
-              step("pgbouncer_connected_to_primary"), step("app_healthy_through_pgbouncer"),
-              step("connections_pooled"), step("core_infrastructure_gate"))
+        plan = core.terraform_plan(settings)
+        answer = ChangeApproval(task_id="approve_plan", question=plan, response_timeout=APPROVAL_TIMEOUT)
+        applied = core.terraform_apply(settings, plan, answer.output)
+        outputs = core.terraform_outputs_checked(settings, plan, applied)
+        # No changes: the short-circuit skips the approval, so the apply too; the outputs still run.
+        chain(core.terraform_init(settings), plan, core.plan_has_changes(plan), answer)
+        chain(outputs, core.rds_primary_available(outputs), core.pgbouncer_connected_to_primary(outputs),
+              core.app_healthy_through_pgbouncer(outputs), core.connections_pooled(outputs),
+              core.core_infrastructure_gate(plan, outputs))
 
     with TaskGroup(group_id="read_replica") as read_replica:
-        drill = branch("failure_drill_enabled")
-        take_down = step("replica_taken_down")
-        restore = step("replica_restored")
-        back_in_sync = wait_for("replica_back_in_sync", timeout_param="replica_lag_timeout_seconds",
-                                poke_interval=timedelta(seconds=10))
-        gate = step("read_replica_gate", trigger_rule="none_failed_min_one_success")
-        chain(wait_for("replica_lag_below_threshold", timeout_param="replica_lag_timeout_seconds",
-                       poke_interval=timedelta(seconds=10)),
-              step("reads_on_replica_writes_on_primary"), drill)
-        fallback = step("reads_fall_back_to_primary")
-        chain(drill, take_down, fallback, restore.as_teardown(setups=take_down), back_in_sync, gate)
-        fallback >> back_in_sync
-        drill >> gate
+        routing = replica.reads_on_replica_writes_on_primary(outputs)
+        taken_down = replica.replica_taken_down(outputs)
+        restored = replica.replica_restored(outputs).as_teardown(setups=taken_down)
+        back_in_sync = replica.replica_back_in_sync(settings, outputs)
+        gate = replica.read_replica_gate(settings)
+        fallback = replica.reads_fall_back_to_primary(outputs, routing)
+        chain(replica.replica_lag_below_threshold(settings, outputs), routing,
+              replica.failure_drill_enabled(settings), taken_down, fallback, restored, back_in_sync, gate)
+        fallback >> back_in_sync  # a failed fallback fails the phase even though the teardown passed
+        # Drill off: the short-circuit skips it all; the gate still follows the routing check.
+        routing >> gate
 
     later = []
     for phase in NOT_BUILT_YET:
         with TaskGroup(group_id=phase) as group:
-            placeholder = not_built(f"{phase}_gate", ISSUE)
-            # It fails for sure: retrying it only delays the teardowns.
-            placeholder.operator.retry_delay = timedelta(seconds=1)
+            not_built(f"{phase}_gate", ISSUE)
         later.append(group)
 
-    release_lock = step("release_change_lock")
-    chain(begin_report.as_setup(), preflight, core_infrastructure, read_replica, *later,
-          release_lock.as_teardown(setups=acquire_lock), write_report.as_teardown(setups=begin_report))
-    restore >> release_lock
+    released = lock.release_change_lock().as_teardown(setups=acquired)
+    written = report.write_run_report(
+        title="BISMAN ERP rollout to {{ params.environment }}",
+        purpose="roll out {{ params.app_image }} to {{ params.domain_name }}",
+    ).as_teardown(setups=begun)
+    chain(begun, preflight, core_infrastructure, read_replica, *later, released, written)
+    restored >> released

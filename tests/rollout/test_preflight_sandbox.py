@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
+from bisman_ops.change.errors import CheckFailed
 from bisman_ops.naming import ResourceNames
 from bisman_ops.rollout import preflight
-from bisman_ops.rollout.gates import GateFailed
 from bisman_sandbox import aws, sinks
 from bisman_sandbox import context as sc
 from bisman_sandbox.context import HOST, SandboxContext
@@ -34,7 +34,7 @@ def test_missing_state_backend_fails_unless_creation_is_allowed_then_is_created_
     s3, ddb = aws.client(ctx, "s3"), aws.client(ctx, "dynamodb")
     suffix = uuid.uuid4().hex[:8]
     state = preflight.inspect_state_backend(s3, ddb, f"bisman-test-{suffix}", f"bisman-test-{suffix}")
-    with pytest.raises(GateFailed, match="create_state_backend"):
+    with pytest.raises(CheckFailed, match="create_state_backend"):
         preflight.state_backend_verdict(state, create_allowed=False)
     assert preflight.state_backend_verdict(state, create_allowed=True)["to_create"]
     done = preflight.ensure_state_backend(s3, ddb, state, "us-east-1", {"Project": "test"})
@@ -47,7 +47,7 @@ def test_domain_delegated_to_route53_passes_and_an_unknown_one_fails(ctx):
     route53 = aws.client(ctx, "route53")
     measured = preflight.domain_check(route53, aws.SANDBOX_DOMAIN, resolver=lambda d: [])
     assert measured["hosted_zone"] == aws.SANDBOX_ZONE and measured["name_servers"]
-    with pytest.raises(GateFailed, match="neither resolves nor has a public Route 53 hosted zone"):
+    with pytest.raises(CheckFailed, match="neither resolves nor has a public Route 53 hosted zone"):
         preflight.domain_check(route53, "api.nowhere-bisman.test", resolver=lambda d: [])
 
 
@@ -87,18 +87,42 @@ def test_pending_certificate_names_its_missing_validation_record_until_it_is_add
         assert "ACM has not validated yet" in poke.waiting_for
 
 
-def test_stripe_key_authenticates_against_the_emulator_and_a_malformed_one_is_refused(ctx):
-    base = ctx.url("stripe")
-    assert preflight.stripe_key_authenticates(base, sc.STRIPE_SECRET_KEY)["stripe_status"] == 200
+def test_stripe_key_authenticates_against_the_emulator_and_a_malformed_one_is_refused(ctx, monkeypatch):
+    from bisman_sandbox import launcher
+
+    for key, value in launcher.airflow_connection_env(ctx).items():
+        monkeypatch.setenv(key, value)
+    assert preflight.stripe_key_authenticates(sc.STRIPE_SECRET_KEY)["stripe_status"] == 200
     # localstripe accepts any well-formed sk_test_ key; it refuses a malformed one, as Stripe does.
-    with pytest.raises(GateFailed, match="Stripe refused STRIPE_SECRET_KEY") as excinfo:
-        preflight.stripe_key_authenticates(base, "not-a-stripe-key")
+    with pytest.raises(CheckFailed, match="Stripe refused the key") as excinfo:
+        preflight.stripe_key_authenticates("not-a-stripe-key")
     assert "not-a-stripe-key" not in str(excinfo.value)
+
+
+def test_a_denied_read_call_is_reported_denied_and_a_business_error_counts_as_allowed():
+    from botocore.exceptions import ClientError
+
+    class Client:
+        def __init__(self, code):
+            self.code = code
+
+        def __getattr__(self, operation):
+            def call(**kwargs):
+                raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, operation)
+            return call
+
+    names = ResourceNames("bisman-erp", "staging")
+    codes = {"s3": "AccessDenied", "rds": "DBInstanceNotFound"}
+    probes = preflight.probe_permissions(
+        lambda service: Client(codes.get(service, "ResourceNotFoundException")), names)
+    assert probes["s3:ListObjectsV2"] == "denied (AccessDenied)"
+    assert probes["rds:DescribeDbInstances"] == "allowed"
+    assert [call for call, result in probes.items() if result != "allowed"] == ["s3:ListObjectsV2"]
 
 
 def test_smtp_credentials_really_log_in_and_a_wrong_password_is_refused_without_echo(ctx):
     port = ctx.port("smtp")
     assert preflight.smtp_logs_in(HOST, port, sinks.SMTP_USER, sinks.SMTP_PASSWORD)["login"] == "accepted"
-    with pytest.raises(GateFailed, match="credentials refused") as excinfo:
+    with pytest.raises(CheckFailed, match="credentials refused") as excinfo:
         preflight.smtp_logs_in(HOST, port, sinks.SMTP_USER, "wrong-password-123")
     assert "wrong-password-123" not in str(excinfo.value)

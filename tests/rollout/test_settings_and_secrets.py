@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from bisman_ops.change.errors import CheckFailed
 from bisman_ops.rollout import preflight
-from bisman_ops.rollout.gates import GateFailed
 from bisman_ops.rollout.settings import RolloutSettings
 
 GOOD_SECRETS = {
@@ -53,7 +53,7 @@ def test_good_form_gives_settings_with_the_drill_on_for_staging_only(tmp_path):
 
 
 def test_every_bad_value_is_named_in_one_refusal(tmp_path):
-    with pytest.raises(GateFailed) as excinfo:
+    with pytest.raises(CheckFailed) as excinfo:
         RolloutSettings.from_params(
             form(
                 tmp_path,
@@ -78,7 +78,7 @@ def test_every_bad_value_is_named_in_one_refusal(tmp_path):
 
 def test_terraform_dir_without_configuration_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(GateFailed, match="holds no Terraform configuration"):
+    with pytest.raises(CheckFailed, match="holds no Terraform configuration"):
         RolloutSettings.from_params(form(tmp_path, terraform_dir=str(tmp_path / "empty")))
 
 

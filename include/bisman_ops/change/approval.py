@@ -79,21 +79,37 @@ def describe(answer: dict[str, Any]) -> str:
 
 
 class ChangeApproval(ApprovalOperator):
-    """A human decision in a change DAG (see the module docstring). ``subject`` and ``body`` are
-    templated (e.g. ``{{ ti.xcom_pull(...) }}``, or XComArg-fed through a preceding task)."""
+    """A human decision in a change DAG (see the module docstring).
 
-    def __init__(self, *, subject: str, body: str, response_timeout: timedelta,
-                 lease_seconds: float | None = None, **kwargs: Any) -> None:
+    The question is either ``subject`` and ``body`` (templated) or ``question``: a task's result
+    (an XComArg in the DAG file) holding ``subject`` and ``body``, so the data flow from the task
+    that prepared the decision (e.g. the Terraform plan) is visible where the DAG is declared.
+    """
+
+    template_fields = (*ApprovalOperator.template_fields, "question")
+
+    def __init__(self, *, response_timeout: timedelta, subject: str = "", body: str = "",
+                 question: Any = None, lease_seconds: float | None = None, **kwargs: Any) -> None:
         lease = lease_seconds if lease_seconds is not None else lock.lease_seconds()
         if response_timeout.total_seconds() >= lease:
             raise ValueError(f"approval {kwargs.get('task_id')}: response_timeout {response_timeout} must be "
                              f"shorter than the change lock's lease ({lease:.0f} s), or the lock expires "
                              "while it waits")
+        if not subject and question is None:
+            raise ValueError(f"approval {kwargs.get('task_id')}: give subject and body, or question")
         kwargs.setdefault("notifiers", [ApprovalNotifier()])
-        super().__init__(subject=subject, body=body, response_timeout=response_timeout,
-                         defaults=REJECT, **kwargs)
+        super().__init__(subject=subject or "(the question is prepared by an earlier task)", body=body,
+                         response_timeout=response_timeout, defaults=REJECT, **kwargs)
+        self.question = question
 
     def execute(self, context):
+        if self.question is not None:
+            if not isinstance(self.question, dict) or not self.question.get("subject"):
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"{self.task_id}: no question (subject, body) from the task "
+                                           "that prepares it; clear that task, then this one")
+            self.subject, self.body = str(self.question["subject"]), str(self.question.get("body", ""))
         lock.fence(context)  # the whole response_timeout is covered by the lease from here
         return super().execute(context)
 

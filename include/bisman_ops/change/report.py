@@ -297,7 +297,7 @@ def phase_reached(tasks: list[TaskView]) -> str | None:
 
 def assemble(*, title: str, reason: str, dag_id: str, run_id: str, params: dict[str, Any],
              tasks: list[TaskView], started_at: str | None = None) -> RunReport:
-    """The report of a run from its tasks (declaration order), their states and records."""
+    """The report of a run from its tasks (in run order: ``in_run_order``), states and records."""
     report = RunReport(title=title, dag_id=dag_id, run_id=run_id,
                        environment=str(params.get("environment", "")), reason=reason)
     if started_at:
@@ -312,7 +312,8 @@ def assemble(*, title: str, reason: str, dag_id: str, run_id: str, params: dict[
     stopped = next((t for t in failed if not t.is_teardown), failed[0] if failed else None)
     answers = [(t, t.record["answer"]) for t in tasks if t.record.get("answer")]
     hints = [t.record["hint"] for t in tasks if t.record.get("hint")]
-    changed = any(t.record.get("changed") and t.state == "success" for t in tasks)
+    # A changing step that ran (even one that failed half-way) may have changed the environment.
+    changed = any(t.record.get("changed") for t in tasks)
     if stopped is not None:
         failure = stopped.record.get("failure") or {}
         answer = stopped.record.get("answer") or {}
@@ -363,12 +364,27 @@ def assemble(*, title: str, reason: str, dag_id: str, run_id: str, params: dict[
     return report.finish(outcome, text)
 
 
+def in_run_order(tasks: list[Any]) -> list[Any]:
+    """``tasks`` (objects with ``task_id`` and ``upstream_task_ids``) upstream first, declaration
+    order among those that are ready together: the order a reader follows the run in."""
+    pending = {t.task_id: set(t.upstream_task_ids) for t in tasks}
+    ordered: list[Any] = []
+    while pending:
+        ready = [t for t in tasks if t.task_id in pending and not pending[t.task_id] & pending.keys()]
+        if not ready:  # a cycle cannot be declared; keep whatever is left as declared
+            ready = [t for t in tasks if t.task_id in pending]
+        for t in ready:
+            ordered.append(t)
+            del pending[t.task_id]
+    return ordered
+
+
 def task_views(ctx: Any) -> list[TaskView]:
-    """Every other task of the running DAG run, in declaration order, with state and record."""
+    """Every other task of the running DAG run, upstream first, with state and record."""
     ti, dag = ctx["ti"], ctx["dag"]
     crumbs = {b["task_id"]: b for b in ti.get_task_breadcrumbs(ti.dag_id, ti.run_id)}
     views = []
-    for task in dag.tasks:
+    for task in in_run_order(list(dag.tasks)):
         if task.task_id == ti.task_id:
             continue
         crumb = crumbs.get(task.task_id) or {}

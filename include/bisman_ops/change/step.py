@@ -94,10 +94,10 @@ def failure_entry(exc: BaseException) -> dict[str, Any]:
     return entry
 
 
-def _fail(ti: Any, exc: CheckFailed, started: float) -> None:
+def _fail(ti: Any, exc: CheckFailed, started: float, changes: bool = False) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
-    record(ti, failure=failure_entry(exc), seconds=round(time.monotonic() - started, 3))
+    record(ti, failure=failure_entry(exc), changed=changes, seconds=round(time.monotonic() - started, 3))
     measured = f" Measured: {json.dumps(redact(exc.measured), default=str)}" if exc.measured else ""
     raise AirflowFailException(redact_text(exc.message()) + measured[:MAX_MESSAGE_CHARS]) from None
 
@@ -117,9 +117,9 @@ def _run(fn: Callable, lease: bool, changes: bool, args: tuple, kwargs: dict) ->
         _fence(lease, ctx)
         out = fn(*args, **kwargs)
     except CheckFailed as exc:
-        _fail(ti, exc, started)
-    except Exception as exc:
-        record(ti, failure=failure_entry(exc), seconds=round(time.monotonic() - started, 3))
+        _fail(ti, exc, started, changes)
+    except Exception as exc:  # a changing step that failed may have changed part of what it does
+        record(ti, failure=failure_entry(exc), changed=changes, seconds=round(time.monotonic() - started, 3))
         raise
     result = out if isinstance(out, Result) else Result(value=out)
     measured = result.measured if result.measured is not None else (
@@ -167,7 +167,7 @@ def step(fn: Callable | None = None, *, lease: bool = True, changes: bool = Fals
     an Airflow task running ``fn`` inside the change layer (see the module docstring).
 
     ``changes=True`` marks a step that changes the environment: a run that fails before any such
-    step succeeded is reported as ``refused`` (nothing changed), not ``failed``.
+    step ran is reported as ``refused`` (nothing changed), not ``failed``.
     """
 
     def decorate(fn: Callable):
@@ -205,14 +205,33 @@ def sensor(fn: Callable | None = None, *, poke_interval: timedelta = timedelta(s
     return decorate(fn) if fn is not None else decorate
 
 
+def short_circuit(fn: Callable | None = None, *, lease: bool = True, **task_kwargs: Any):
+    """``@step.short_circuit``: the function returns a bool; False skips the tasks directly
+    downstream (and, by their trigger rules, what depends only on them) instead of naming branch
+    targets by task id."""
+
+    def decorate(fn: Callable):
+        from airflow.sdk import task
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return bool(_run(fn, lease, False, args, kwargs))
+
+        task_kwargs.setdefault("ignore_downstream_trigger_rules", False)
+        return task.short_circuit(run, **task_kwargs)
+
+    return decorate(fn) if fn is not None else decorate
+
+
 step.sensor = sensor  # type: ignore[attr-defined]
+step.short_circuit = short_circuit  # type: ignore[attr-defined]
 
 
 def not_built(task_id: str, issue: str, **task_kwargs: Any):
     """A task for a checklist step that is not built yet: it fails, so a run never pretends to
     have passed it."""
 
-    @step(task_id=task_id, lease=False, retries=0, **task_kwargs)
+    @step(task_id=task_id, lease=False, **task_kwargs)
     def not_built_yet() -> None:
         raise CheckFailed(task_id, "not built yet", "a built phase", f"{issue}; this run stops here")
 

@@ -3,6 +3,9 @@
 Everything here reads, except ``ensure_state_backend`` and ``store_generated_secrets``, which
 the DAG runs only after every read-only check has passed (and only when a param allows). No
 function returns or raises a secret's value: measurements describe secrets (length, bits, mode).
+
+The checks take plain values and clients; the tasks at the end (the DAG's ``preflight`` group) get
+the clients from the Airflow connections and pass the validated settings along as XCom.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import secrets
 import smtplib
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from bisman_ops.change.errors import CheckFailed, fail_unless
+from bisman_ops.change.step import Poke, Result, context, step
 from bisman_ops.naming import ResourceNames
-from bisman_ops.rollout.gates import GateFailed, Poke, fail_unless
+from bisman_ops.rollout.settings import RolloutSettings
 
-HTTP_TIMEOUT_S = 10
+TERRAFORM_MINIMUM = "1.5.0"
 SMTP_TIMEOUT_S = 10
 DNS_TIMEOUT_S = 5
 MIN_JWT_BITS = 256
@@ -110,9 +116,9 @@ def terraform_version_check(version: str, minimum: str) -> dict[str, str]:
     from bisman_ops.terraform import version_at_least
 
     if not version_at_least(version, minimum):
-        raise GateFailed(
-            f"Terraform {version} is older than the required {minimum}; install Terraform "
-            f">= {minimum} on the workers (or point BISMAN_TERRAFORM_BIN at one), then clear "
+        raise CheckFailed(
+            "Terraform version", version, f">= {minimum}",
+            "Install a newer Terraform on the workers (or point BISMAN_TERRAFORM_BIN at one), then clear "
             "this task",
             {"terraform_version": version, "minimum": minimum},
         )
@@ -197,9 +203,9 @@ def state_backend_verdict(state: StateBackend, create_allowed: bool) -> dict[str
             if not create_allowed
             else "recreate the lock table with hash key LockID (S)"
         )
-        fail_unless(
-            problems, "Terraform state backend not ready", f"Nothing was changed; {hint}.", state.as_dict()
-        )
+        fail_unless(problems, "Terraform state backend",
+                    "bucket versioned and encrypted, lock table keyed by LockID",
+                    f"Nothing was changed; {hint}", state.as_dict())
     return {**state.as_dict(), "to_create": problems}
 
 
@@ -343,50 +349,37 @@ def read_app_secret(sm: Any, secret_id: str) -> dict[str, str]:
         raw = sm.get_secret_value(SecretId=secret_id)["SecretString"]
     except Exception as exc:
         if _error_code(exc) == "ResourceNotFoundException":
-            raise GateFailed(
-                f"secret {secret_id} not found in Secrets Manager; create it with the Stripe "
-                "keys and SMTP credentials (the rollout can generate only JWT_SECRET, "
-                "DB_PASSWORD and REDIS_PASSWORD), then clear this task",
+            raise CheckFailed(
+                f"secret {secret_id} in Secrets Manager", "not found", "a JSON object of KEY: value",
+                "Create it with the Stripe keys and SMTP credentials (the rollout can generate only "
+                "JWT_SECRET, DB_PASSWORD and REDIS_PASSWORD), then clear this task",
                 {"secret": secret_id, "exists": False},
             ) from None
         raise
     try:
         values = json.loads(raw)
     except ValueError:
-        raise GateFailed(
-            f"secret {secret_id} is not a JSON object of KEY: value; fix its format", {"secret": secret_id}
-        ) from None
+        values = None
     if not isinstance(values, dict):
-        raise GateFailed(f"secret {secret_id} is not a JSON object", {"secret": secret_id})
+        raise CheckFailed(f"secret {secret_id}", "not a JSON object", "a JSON object of KEY: value",
+                          "Fix its format, then clear this task", {"secret": secret_id})
     return {str(k): str(v) for k, v in values.items() if v is not None}
 
 
-def stripe_key_authenticates(api_base: str, key: str, timeout: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
-    """A cheap authenticated read (list one customer). Raises GateFailed when Stripe refuses the key."""
-    import requests
+def stripe_key_authenticates(key: str, conn_id: str | None = None) -> dict[str, Any]:
+    """A cheap authenticated read through the Stripe SDK (list one customer), with the key from
+    Secrets Manager on the Stripe connection's API base. Raises CheckFailed when it is refused."""
+    from bisman_ops import config
+    from bisman_ops.clients import stripe as stripe_client
 
-    url = f"{api_base.rstrip('/')}/v1/customers"
-    try:
-        response = requests.get(url, params={"limit": 1}, auth=(key, ""), timeout=timeout)
-    except requests.RequestException as exc:
-        raise GateFailed(
-            f"Stripe API at {api_base} unreachable ({type(exc).__name__}); check the "
-            "network path and the bisman_stripe connection, then clear this task",
-            {"stripe_api": api_base},
-        ) from None
-    if response.status_code in (401, 403):
-        raise GateFailed(
-            f"Stripe refused STRIPE_SECRET_KEY (HTTP {response.status_code} on GET /v1/customers);"
-            " replace the key in Secrets Manager, then clear this task",
-            {"stripe_status": response.status_code},
-        )
-    if response.status_code != 200:
-        raise GateFailed(
-            f"Stripe answered HTTP {response.status_code} to GET /v1/customers; check Stripe's "
-            "status, then clear this task",
-            {"stripe_status": response.status_code},
-        )
-    return {"stripe_api": api_base, "stripe_status": 200}
+    client = stripe_client.client_from_connection(conn_id or config.STRIPE_CONN_ID, api_key=key)
+    check = stripe_client.check_key(client)
+    if not check.ok:
+        raise CheckFailed("STRIPE_SECRET_KEY against the Stripe API", check.problem,
+                          "HTTP 200 to GET /v1/customers",
+                          "Replace the key in Secrets Manager (or check the network path and the "
+                          "bisman_stripe connection), then clear this task", check.as_dict())
+    return {"stripe_status": check.status}
 
 
 def smtp_logs_in(
@@ -400,7 +393,7 @@ def smtp_logs_in(
     timeout: float = SMTP_TIMEOUT_S,
     label: str = "SMTP",
 ) -> dict:
-    """Log in to the SMTP server for real. Raises GateFailed naming the server, never the password."""
+    """Log in to the SMTP server for real. Raises CheckFailed naming the server, never the password."""
     try:
         smtp_class = smtplib.SMTP_SSL if use_ssl else smtplib.SMTP
         with smtp_class(host, port, timeout=timeout) as smtp:
@@ -410,15 +403,16 @@ def smtp_logs_in(
                 smtp.ehlo()
             smtp.login(user, password)
     except smtplib.SMTPAuthenticationError as exc:
-        raise GateFailed(
-            f"{label} credentials refused by {host}:{port} (SMTP {exc.smtp_code}); fix them in "
-            "Secrets Manager or the connection, then clear this task",
+        raise CheckFailed(
+            f"{label} login at {host}:{port}", f"credentials refused (SMTP {exc.smtp_code})",
+            "login accepted",
+            "Fix them in Secrets Manager or the connection, then clear this task",
             {"smtp_server": f"{host}:{port}", "smtp_code": exc.smtp_code},
         ) from None
     except (OSError, smtplib.SMTPException) as exc:
-        raise GateFailed(
-            f"{label} login at {host}:{port} failed ({type(exc).__name__}); check the server "
-            "and the smtp_default connection, then clear this task",
+        raise CheckFailed(
+            f"{label} login at {host}:{port}", f"failed ({type(exc).__name__})", "login accepted",
+            "Check the server and the smtp_default connection, then clear this task",
             {"smtp_server": f"{host}:{port}"},
         ) from None
     return {"smtp_server": f"{host}:{port}", "login": "accepted"}
@@ -503,9 +497,10 @@ def domain_check(route53: Any, domain: str, resolver=resolve) -> dict[str, Any]:
         )
     if addresses or (zone and measured["name_servers"]):
         return measured
-    raise GateFailed(
-        f"domain {domain} neither resolves nor has a public Route 53 hosted zone with name servers; "
-        "register it or delegate it to a Route 53 zone (NS records at the registrar), then clear this task",
+    raise CheckFailed(
+        f"domain {domain}", "neither resolves nor has a public Route 53 hosted zone with name servers",
+        "an address, or a delegated Route 53 zone",
+        "Register it or delegate it to a Route 53 zone (NS records at the registrar), then clear this task",
         measured,
     )
 
@@ -541,10 +536,10 @@ def certificate_poke(acm: Any, route53: Any, domain: str) -> Poke:
     if cert["Status"] == "ISSUED":
         return Poke(True, measured)
     if cert["Status"] == "FAILED":
-        raise GateFailed(
-            f"ACM certificate {cert['CertificateArn']} for {domain} FAILED validation "
-            f"({cert.get('FailureReason', 'no reason given')}); request a new one",
-            measured,
+        raise CheckFailed(
+            f"ACM certificate {cert['CertificateArn']} for {domain}",
+            f"FAILED validation ({cert.get('FailureReason', 'no reason given')})", "ISSUED",
+            "Request a new one, then clear this task", measured,
         )
     zone = hosted_zone_for(route53, domain)
     present = set()
@@ -563,3 +558,139 @@ def certificate_poke(acm: Any, route53: Any, domain: str) -> Poke:
         else "validation records are present; ACM has not validated yet"
     )
     return Poke(False, measured, f"certificate for {domain} still {cert['Status']}: {waiting}")
+
+
+# -- tasks: the DAG's preflight group -------------------------------------------------------------
+
+
+def aws(service: str) -> Any:
+    from bisman_ops.clients import aws as aws_client
+
+    return aws_client.client(service)
+
+
+@step(lease=False)
+def rollout_params_valid() -> Result:
+    """The form, validated once: every later task gets these settings (XCom), not the raw params."""
+    s = RolloutSettings.from_params(dict(context()["params"]))
+    return Result(value=s.as_dict(), measured={
+        "environment": s.environment, "replica_failure_drill": s.replica_failure_drill,
+        "terraform_dir": s.terraform_dir, "lag_threshold_s": s.replica_lag_threshold_s})
+
+
+@step(lease=False)
+def aws_identity_and_permissions(settings: dict) -> dict:
+    s = RolloutSettings.from_dict(settings)
+    identity = aws_identity(aws("sts"))
+    probes = probe_permissions(aws, s.names)
+    denied = [f"{call}: {result}" for call, result in probes.items() if result != "allowed"]
+    measured = {
+        "identity": identity,
+        "read_calls": probes,
+        "write_calls": "not simulated: the rollout's writes (S3 report, DynamoDB lock, secret, RDS "
+        "reboot) are proven when first made; iam:SimulatePrincipalPolicy is not available in every "
+        "account or emulator",
+    }
+    fail_unless(denied, f"AWS permissions of {identity['arn']}", "every read call of the rollout allowed",
+                "Grant them to the rollout's role, then clear this task", measured)
+    return measured
+
+
+@step(lease=False)
+def terraform_version_supported(settings: dict) -> dict:
+    from bisman_ops.rollout import core_infrastructure
+    from bisman_ops.terraform import TerraformError
+
+    s = RolloutSettings.from_dict(settings)
+    try:
+        version = core_infrastructure.terraform_session(s, "version").version()
+    except TerraformError as exc:
+        raise CheckFailed("Terraform on this worker", str(exc), "a working terraform",
+                          "Install Terraform on the workers, then clear this task") from None
+    return terraform_version_check(version, TERRAFORM_MINIMUM)
+
+
+@step(lease=False)
+def state_backend_checked(settings: dict) -> dict:
+    s = RolloutSettings.from_dict(settings)
+    state = inspect_state_backend(aws("s3"), aws("dynamodb"), s.names.state_bucket, s.names.lock_table)
+    return state_backend_verdict(state, s.create_state_backend)
+
+
+@step(lease=False)
+def app_secrets_valid(settings: dict) -> Result:
+    """Secrets present, strong and in the right Stripe mode; the Stripe key and the SMTP
+    credentials (the application's and the alert connection's) tried for real. Its value tells
+    ``missing_secrets_generated`` which keys to generate."""
+    from airflow.sdk import BaseHook
+
+    from bisman_ops import config
+
+    s = RolloutSettings.from_dict(settings)
+    values = read_app_secret(aws("secretsmanager"), s.names.app_secret_name)
+    verdict = check_app_secrets(values, s.environment, s.generate_missing_secrets)
+    measured: dict[str, Any] = {"secret": s.names.app_secret_name, "values": verdict.measured,
+                                "to_generate": verdict.to_generate}
+    problems = list(verdict.problems)
+    if values.get("STRIPE_SECRET_KEY") and not any(p.startswith("STRIPE_SECRET_KEY") for p in problems):
+        try:
+            measured["stripe"] = stripe_key_authenticates(values["STRIPE_SECRET_KEY"])
+        except CheckFailed as exc:
+            problems.append(f"{exc.checked}: {exc.seen}")
+    smtp = BaseHook.get_connection(config.SMTP_CONN_ID)
+    extra = smtp.extra_dejson or {}
+    use_ssl, starttls = not extra.get("disable_ssl", False), not extra.get("disable_tls", False)
+    logins = []
+    if values.get("SMTP_USER") and values.get("SMTP_PASSWORD"):
+        logins.append(("application SMTP credentials", values["SMTP_USER"], values["SMTP_PASSWORD"]))
+    if smtp.login:
+        logins.append((f"alert connection {config.SMTP_CONN_ID}", smtp.login, smtp.password or ""))
+    measured["smtp"] = {}
+    for label, user, password in logins:
+        try:
+            measured["smtp"][label] = smtp_logs_in(smtp.host, int(smtp.port or 25), user, password,
+                                                   use_ssl=use_ssl, starttls=starttls, label=label)
+        except CheckFailed as exc:
+            problems.append(f"{exc.checked}: {exc.seen}")
+    fail_unless(problems, f"application secrets in {s.names.app_secret_name}",
+                "every secret present, strong, in the environment's Stripe mode and accepted",
+                "Fix them in Secrets Manager, then clear this task. Nothing was changed", measured)
+    return Result(value={"to_generate": verdict.to_generate}, measured=measured)
+
+
+@step(lease=False)
+def domain_resolves_or_delegated(settings: dict) -> dict:
+    return domain_check(aws("route53"), RolloutSettings.from_dict(settings).domain_name)
+
+
+@step.sensor(lease=False, poke_interval=timedelta(seconds=30), timeout_param="certificate_timeout_seconds")
+def certificate_issued(settings: dict) -> Poke:
+    return certificate_poke(aws("acm"), aws("route53"), RolloutSettings.from_dict(settings).domain_name)
+
+
+@step(lease=False, changes=True)
+def state_backend_ready(settings: dict) -> dict:
+    """Create what the check found missing (the check already refused unless create_state_backend).
+    Before the change lock: the lock lives in the table this may create."""
+    s = RolloutSettings.from_dict(settings)
+    s3, ddb = aws("s3"), aws("dynamodb")
+    state = inspect_state_backend(s3, ddb, s.names.state_bucket, s.names.lock_table)
+    if not state.problems():
+        return {"created": []}
+    state_backend_verdict(state, s.create_state_backend)
+    tags = {"Project": s.project_name, "Environment": s.environment, "ManagedBy": "bisman-ops"}
+    return {"created": ensure_state_backend(s3, ddb, state, s.aws_region, tags)}
+
+
+@step(changes=True)
+def missing_secrets_generated(settings: dict, secrets_checked: dict) -> dict:
+    s = RolloutSettings.from_dict(settings)
+    wanted = (secrets_checked or {}).get("to_generate", [])
+    if not wanted:
+        return {"generated": []}
+    return {"generated": store_generated_secrets(aws("secretsmanager"), s.names.app_secret_name, wanted)}
+
+
+@step
+def preflight_gate(settings: dict) -> dict:
+    return {"environment": settings["environment"], "passed": True}

@@ -1,7 +1,8 @@
 """The rollout's inputs, validated in one place before anything is touched.
 
 ``RolloutSettings.from_params`` takes the DAG run's params (the trigger form) and either returns
-settings every task can rely on or raises GateFailed listing every bad value at once.
+settings every task can rely on or raises CheckFailed listing every bad value at once. The settings
+travel from ``rollout_params_valid`` to every later task as an XCom (``as_dict``/``from_dict``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bisman_ops import params as form
+from bisman_ops.change.errors import CheckFailed
 from bisman_ops.naming import ENVIRONMENTS, ResourceNames
-from bisman_ops.rollout.gates import GateFailed
 
 DEFAULT_LAG_THRESHOLD_S = 1.0
 DEFAULT_LAG_TIMEOUT_S = 600
@@ -59,6 +60,11 @@ class RolloutSettings:
         return asdict(self)
 
     @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RolloutSettings:
+        """Settings ``rollout_params_valid`` already validated (its XCom)."""
+        return cls(**values)
+
+    @classmethod
     def from_params(cls, p: dict[str, Any]) -> RolloutSettings:
         problems: list[str] = []
 
@@ -97,11 +103,9 @@ class RolloutSettings:
         lag_timeout = _number(p, "replica_lag_timeout_seconds", DEFAULT_LAG_TIMEOUT_S, problems)
         cert_timeout = _number(p, "certificate_timeout_seconds", DEFAULT_CERTIFICATE_TIMEOUT_S, problems)
         if problems:
-            raise GateFailed(
-                "rollout parameters refused: "
-                + "; ".join(problems)
-                + ". Trigger again with corrected values; nothing was changed.",
-                {"problems": problems},
+            raise CheckFailed(
+                "rollout parameters", "; ".join(problems), "valid values for every field of the form",
+                "Trigger again with corrected values; nothing was changed", {"problems": problems},
             )
         return cls(
             environment=str(environment),
