@@ -1,0 +1,55 @@
+"""The lock files: the production image's (requirements.txt) holds what the product imports and
+none of the sandbox's emulators or the test tools; those are in requirements-dev.txt."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SANDBOX_AND_TEST_TOOLS = ("moto", "localstripe", "aiosmtpd", "gunicorn", "flask", "pytest", "pytest-timeout",
+                          "ruff")
+
+
+def _names(path: Path) -> set[str]:
+    """Normalised distribution names listed in a requirements file."""
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            names.add(re.split(r"[\[=<>~!; ]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def _imported_top_level(dirs: list[Path]) -> set[str]:
+    found = set()
+    for d in dirs:
+        for p in d.rglob("*.py"):
+            for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    found |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"bisman_ops", "__future__"}
+
+
+@pytest.mark.parametrize("tool", SANDBOX_AND_TEST_TOOLS)
+def test_the_production_lock_holds_no_sandbox_or_test_tool(tool):
+    assert tool not in _names(ROOT / "requirements.txt")
+    assert tool in _names(ROOT / "requirements-dev.txt") | _names(ROOT / "requirements-dev.in")
+
+
+def test_every_package_the_product_imports_is_declared_for_production():
+    declared = _names(ROOT / "requirements.in")
+    dists = packages_distributions()
+    missing = []
+    for module in sorted(_imported_top_level([ROOT / "include" / "bisman_ops", ROOT / "dags"])):
+        providers = {d.lower().replace("_", "-") for d in dists.get(module, [])}
+        if not providers & declared and not (module == "airflow" and "apache-airflow" in declared):
+            missing.append(f"{module} (from {', '.join(sorted(providers)) or 'no installed distribution'})")
+    assert missing == []
