@@ -159,15 +159,14 @@ def test_plan_replacing_the_database_is_flagged_first_and_rejecting_it_applies_n
     workdir = sandbox.path("e2e", f"replace-db-{uuid.uuid4().hex[:6]}")
     shutil.copytree(rollout_conf(sandbox)["terraform_dir"], workdir,
                     ignore=shutil.ignore_patterns(".terraform"))
-    config = json.loads((workdir / "main.tf.json").read_text())
-    config["resource"]["aws_db_instance"]["primary"]["username"] = "bisman_owner"
-    (workdir / "main.tf.json").write_text(json.dumps(config))
+    main = workdir / "main.tf"
+    main.write_text(main.read_text().replace('"bisman_app"', '"bisman_owner"'))  # input and trigger
     state_before = _backend_state(sandbox)
 
     run_id = af.trigger(DAG_ID, form(sandbox, terraform_dir=str(workdir)))
     details = approve(af, run_id, "Reject")
     assert details["body"].startswith("# ⚠ THIS PLAN DESTROYS OR REPLACES A DATABASE")
-    assert details["body"].index("aws_db_instance.primary") < details["body"].index("**Plan:**")
+    assert details["body"].index("terraform_data.db_primary") < details["body"].index("**Plan:**")
     assert details["subject"].startswith("Apply the Terraform plan to staging? DATA AT RISK")
 
     finished(af, run_id)
@@ -180,14 +179,18 @@ def test_plan_replacing_the_database_is_flagged_first_and_rejecting_it_applies_n
     rep, _ = report(sandbox, run_id)
     assert rep["outcome"] == "rejected"
     plan = next(s for s in rep["sections"] if s["title"] == "Terraform plan")["values"]
-    assert "replace aws_db_instance.primary" in plan["stateful resources destroyed or replaced"]
+    assert "replace terraform_data.db_primary" in plan["stateful resources destroyed or replaced"]
 
 
 def _backend_state(sandbox) -> str:
-    from bisman_sandbox.terraform_workspace import backend_dir
-
-    files = sorted(p for p in backend_dir(sandbox).rglob("*") if p.is_file() and "tfstate" in p.name)
-    return "".join(p.read_text() for p in files)
+    """Staging's Terraform state in moto's S3 (the key every run of staging uses)."""
+    n = sandbox_aws.names()
+    s3 = sandbox_aws.client(sandbox, "s3")
+    try:
+        key = f"{n.project_name}/{n.environment}/terraform.tfstate"
+        return s3.get_object(Bucket=n.state_bucket, Key=key)["Body"].read().decode()
+    except s3.exceptions.NoSuchKey:
+        return ""
 
 
 def test_bad_form_values_are_refused_before_a_run_exists(af, sandbox):
@@ -230,7 +233,7 @@ def failure_of(af, run_id: str, task_id: str) -> dict:
 
 def test_terraform_failing_mid_apply_releases_the_lock_and_the_report_says_where(af, sandbox):
     af._call("POST", "/variables", json={"key": "bisman_terraform_env",
-                                         "value": json.dumps({"TF_STANDIN_FAIL_APPLY_AFTER": "1"})})
+                                         "value": json.dumps({"TF_VAR_sandbox_fail_apply": "true"})})
     try:
         sinks.clear(sandbox)
         run_id = af.trigger(DAG_ID, form(sandbox, db_instance_class="db.r6g.xlarge"))
@@ -246,7 +249,7 @@ def test_terraform_failing_mid_apply_releases_the_lock_and_the_report_says_where
     rep, _ = report(sandbox, run_id)
     assert summary(rep)["phase reached"] == "preflight"
     assert summary(rep)["stopped at"] == "core_infrastructure.terraform_apply"
-    assert "injected by TF_STANDIN_FAIL_APPLY_AFTER" in summary(rep)["stopped because"]
+    assert "sandbox fault: apply failed on purpose" in summary(rep)["stopped because"]
     mail = sinks.wait_for_mail(sandbox, lambda m: "terraform_apply" in m["subject"])
     assert "FAILED" in mail["subject"]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -17,7 +16,6 @@ from bisman_sandbox import aws, pgbouncer, postgres, terraform_workspace
 from bisman_sandbox.context import SandboxContext
 
 ROOT = Path(__file__).resolve().parents[2]
-SANDBOX_TF = ROOT / "include" / "sandbox" / "terraform" / "main.tf.json"
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@bisman.test"]
 
 
@@ -108,70 +106,15 @@ def git(repo: Path, *args: str) -> str:
 
 
 def make_infra_repo(root: Path, ctx) -> dict:
-    """A git repository like an operator's: a README-only first commit, then the Terraform
-    configuration in ``infra/`` (baseline, then a change adding a stateful resource and scaling the
-    service). Its own state key, so it never touches the sandbox workspace's state; the sandbox's
-    ids as an untracked auto.tfvars and the rollout's terraform.tfvars, as a live directory has."""
+    """An operator's repository (tests.terraform.helpers.make_infra_repo: README only, baseline, then
+    a reporting replica and three app tasks) whose current commit the sandbox's staging is rolled out
+    with through the Terraform session, so a rollback finds staging's state and recorded inputs.
+    ``repo["state"]()`` reads staging's Terraform state from moto's S3."""
+    from tests.terraform import helpers
+
     if root.exists():
         shutil.rmtree(root)
-    infra = root / "infra"
-    infra.mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    (root / "README.md").write_text("BISMAN ERP infrastructure\n")
-    (root / ".gitignore").write_text("terraform.tfvars\n*.auto.tfvars.json\n.terraform/\n*.tfplan\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "README")
-    readme_only = git(root, "rev-parse", "HEAD")
-
-    config = json.loads(SANDBOX_TF.read_text())
-    config["terraform"]["backend"]["s3"]["key"] = f"rollback-tests/{uuid.uuid4().hex[:8]}.tfstate"
-    config["resource"]["aws_ecs_service"]["app"]["desired_count"] = 2
-    (infra / "main.tf.json").write_text(json.dumps(config, indent=2))
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "Baseline")
-    baseline = git(root, "rev-parse", "HEAD")
-
-    config["resource"]["aws_ecs_service"]["app"]["desired_count"] = 3
-    reporting = dict(config["resource"]["aws_db_instance"]["replica"])
-    reporting["identifier"] = "${var.project_name}-${var.environment}-reporting"
-    config["resource"]["aws_db_instance"]["reporting"] = reporting
-    (infra / "main.tf.json").write_text(json.dumps(config, indent=2))
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "Reporting replica, three app tasks")
-    current = git(root, "rev-parse", "HEAD")
-
-    shutil.copy(terraform_workspace.workspace_dir(ctx) / "sandbox.auto.tfvars.json", infra)
-    from bisman_ops.terraform import Terraform
-    from bisman_sandbox.rollout_conf import rollout_conf
-
-    conf = rollout_conf(ctx)
-    tf = Terraform(
-        binary=str(terraform_workspace.TERRAFORM_BIN), workdir=infra, env=terraform_workspace.settings(ctx)
-    )
-    tf.write_tfvars(
-        {
-            k: conf[k]
-            for k in (
-                "project_name",
-                "environment",
-                "aws_region",
-                "db_instance_class",
-                "redis_node_type",
-                "app_image",
-                "domain_name",
-            )
-        }
-    )
-    tf.init()
-    if tf.plan("current.tfplan"):
-        tf.apply("current.tfplan")
-    return {
-        "root": root,
-        "infra": infra,
-        "readme_only": readme_only,
-        "baseline": baseline,
-        "current": current,
-        "state_path": terraform_workspace.backend_dir(ctx)
-        / config["terraform"]["backend"]["s3"]["bucket"]
-        / config["terraform"]["backend"]["s3"]["key"],
-    }
+    repo = helpers.make_infra_repo(root)
+    helpers.rollout(ctx, aws.names().project_name, "staging", repo["infra"])
+    repo["state"] = lambda: helpers.state_of(ctx, aws.names().project_name, "staging")
+    return repo

@@ -1,5 +1,5 @@
 """The launcher: the whole sandbox up, down and up again in a private instance (own ports and state
-folder), leaving no stray process or port, and its Terraform working tree usable by the stand-in."""
+folder), leaving no stray process or port, and its Terraform working tree usable by real Terraform."""
 
 from __future__ import annotations
 
@@ -88,38 +88,35 @@ def test_connections_cover_every_service_the_dags_use(private_ctx):
 
 
 def test_terraform_workspace_has_history_and_shares_state_with_a_clean_checkout(private_ctx, tmp_path):
+    from bisman_ops import terraform
+    from bisman_sandbox import aws
     from bisman_sandbox import terraform_workspace as tw
 
-    settings = tw.settings(private_ctx)
-    env = {**os.environ, **settings}
     repo = tw.workspace_dir(private_ctx)
     log = subprocess.run(["git", "log", "--format=%s"], cwd=repo, capture_output=True, text=True, check=True)
     assert len(log.stdout.splitlines()) >= 2
-
-    def tf(workdir, *args):
-        return subprocess.run([settings["BISMAN_TERRAFORM_BIN"], f"-chdir={workdir}", *args], env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
-
-    tfvars = ('environment = "staging"\napp_image = "bisman-erp:sandbox-2"\n'
-              'domain_name = "api.staging.bisman.test"\n')
-    (repo / "terraform.tfvars").write_text(tfvars)
-    assert tf(repo, "init", "-input=false").returncode == 0
-    assert tf(repo, "plan", "-input=false", "-out=tfplan", "-detailed-exitcode").returncode == 2
-    assert tf(repo, "apply", "-input=false", "tfplan").returncode == 0
+    # Real Terraform on the private sandbox's moto: state in its S3, lock in its DynamoDB.
+    n = aws.names()
+    backend = terraform.backend_config(n.project_name, n.environment, n.state_bucket, n.lock_table,
+                                       "us-east-1", endpoint_url=aws.endpoint_url(private_ctx))
+    env = {**terraform.aws_environment(aws.FAKE_ACCESS_KEY_ID, aws.FAKE_SECRET_ACCESS_KEY, None, "us-east-1"),
+           **tw.settings(private_ctx)}  # this machine's inputs, as the DAGs get them
+    tfvars = {"environment": "staging", "app_image": "bisman-erp:sandbox-2",
+              "domain_name": "api.staging.bisman.test"}
+    live = terraform.Terraform(workdir=repo, env=env, timeout=120)
+    live.init(backend)
+    live.write_tfvars(tfvars)
+    assert live.plan(repo / "tfplan") is True
+    live.apply(repo / "tfplan")
 
     # A clean checkout of the same revision, initialised with the same backend, has nothing to do.
     clean = tmp_path / "checkout"
     subprocess.run(["git", "worktree", "add", "-q", "--detach", str(clean), "HEAD"], cwd=repo, check=True)
-    (clean / "terraform.tfvars").write_text(tfvars)
-    # This machine's inputs are not in git: a checkout gets them from the live directory.
-    assert "sandbox.auto.tfvars.json" not in subprocess.run(
-        ["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True).stdout
-    shutil.copy(repo / "sandbox.auto.tfvars.json", clean / "sandbox.auto.tfvars.json")
-    assert tf(clean, "init", "-input=false").returncode == 0
-    plan = tf(clean, "plan", "-input=false", "-out=tfplan", "-detailed-exitcode")
-    assert plan.returncode == 0, plan.stdout + plan.stderr
-    outputs = json.loads(tf(clean, "output", "-json").stdout)
-    assert outputs["api_base_url"]["value"] == f"http://127.0.0.1:{private_ctx.port('app')}"
+    checkout = terraform.Terraform(workdir=clean, env=env, timeout=120)
+    checkout.init(backend)
+    checkout.write_tfvars(tfvars)
+    assert checkout.plan(clean / "tfplan") is False
+    assert checkout.outputs()["api_base_url"] == f"http://127.0.0.1:{private_ctx.port('app')}"
 
 
 def test_a_state_folder_survives_a_change_of_ports(private_ctx):

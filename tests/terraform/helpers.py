@@ -126,3 +126,34 @@ resource "terraform_data" "db_reporting" {
   triggers_replace = { identifier = "${local.prefix}-reporting" }
 }
 """
+
+
+def rollout(ctx: SandboxContext, project: str, environment: str, source: Path, run_id: str = "test__rollout",
+            **overrides) -> dict:
+    """What the rollout does with the Terraform session, from a test process: plan ``source`` with
+    the environment's settings, apply that plan (recording the inputs), in the sandbox's environment."""
+    import os
+
+    from bisman_ops.clients.terraform import TerraformSession
+
+    values = tfvars(project, environment, **overrides)
+    saved = dict(os.environ)
+    os.environ.update(terraform_env(ctx))
+    try:
+        def session(step: str) -> TerraformSession:
+            return TerraformSession(project_name=project, environment=environment, aws_region="us-east-1",
+                                    run_id=run_id, step=step)
+
+        plan = session("plan")
+        plan.prepare_from_directory(source)
+        plan.write_tfvars(values)
+        planned = plan.plan()
+        plan.cleanup()
+        if planned["has_changes"]:
+            session("apply").apply(planned, inputs=values)
+        else:
+            session("apply").record_inputs(values)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return values
