@@ -145,7 +145,9 @@ def measure(job: str, dsn: str, stripe_url: str | None) -> dict:
         detail = {"month_rows": r.month_rows, "late_days": [d.isoformat() for d in r.late_days]}
     elif job == "quota":
         with db.connect(dsn) as conn:
-            r = quota_alerts.send_alerts(conn, QUOTA_AS_OF, lambda alert: None, run_id="bench")
+            # The hourly run in steady state: the previous run an hour earlier, the same day.
+            r = quota_alerts.send_alerts(conn, QUOTA_AS_OF, lambda alert: None, run_id="bench",
+                                         previous=QUOTA_AS_OF - timedelta(hours=1))
         detail = {"alerts": r.sent}
     elif job == "trials":
         client = stripe_billing.make_client("sk_test_bench", stripe_url, retries=0)
