@@ -179,3 +179,18 @@ def test_missing_binary_is_named(tmp_path):
     with pytest.raises(TerraformError, match="no Terraform binary '/nonexistent/terraform'"):
         Terraform(binary="/nonexistent/terraform", workdir=tmp_path).version()
     shutil.rmtree(tmp_path)
+
+
+def test_a_command_past_its_timeout_is_interrupted_so_terraform_stops_cleanly(tmp_path):
+    (tmp_path / "main.tf").write_text(
+        'resource "terraform_data" "slow" {\n  input = "x"\n'
+        '  provisioner "local-exec" {\n    command = "sleep 120"\n  }\n}\n')
+    tf = Terraform(workdir=tmp_path, timeout=120)
+    tf.init()
+    tf.plan("slow.tfplan")
+    tf.timeout = 5
+    with pytest.raises(TerraformError) as excinfo:
+        tf.apply("slow.tfplan")
+    assert "stopped after 5 s (interrupted)" in str(excinfo.value)
+    assert "execution halted" in excinfo.value.stderr  # Terraform's own graceful stop, not a kill
+    assert not (tmp_path / ".terraform.tfstate.lock.info").exists()
