@@ -1,23 +1,27 @@
 """The three rollback DAGs end to end: triggered through Airflow's REST API with the form's conf, as
-from the UI, against the sandbox (moto for AWS, real PostgreSQL/PgBouncer/app, the Terraform
-stand-in); approvals answered through the REST API."""
+from the UI, against the sandbox (moto for AWS, real PostgreSQL/PgBouncer/app, a real PostgreSQL for
+a restored instance, real Terraform); approvals answered through the REST API."""
 
 from __future__ import annotations
 
 import json
 import time
 
+import psycopg
 import pytest
 
-from bisman_ops import change_lock
+from bisman_ops.change import lock as change_lock
+from bisman_ops.change.report import RunReport, report_keys
 from bisman_ops.rollback import database as db_rollback
-from bisman_sandbox import aws, pgbouncer, sinks
+from bisman_sandbox import aws, pgbouncer, postgres, sinks
+from bisman_sandbox.rollback_impl import SandboxPgBouncerConfig
 from tests.rollback.conftest import make_infra_repo, world
 
 APP = "bisman_rollback_application"
 DB = "bisman_rollback_database"
 INFRA = "bisman_rollback_infrastructure"
 N = aws.names()
+PROD = aws.names("prod")
 REASON = "INC-4242 release 2 returns 500s on checkout"
 
 
@@ -50,12 +54,8 @@ def service_on_revision_2(clients):
     ]
 
     def put_back():
-        ecs.update_service(
-            cluster=N.ecs_cluster_name,
-            service=N.ecs_service_name,
-            taskDefinition=arn,
-            desiredCount=aws.APP_DESIRED_COUNT,
-        )
+        ecs.update_service(cluster=N.ecs_cluster_name, service=N.ecs_service_name, taskDefinition=arn,
+                           desiredCount=aws.APP_DESIRED_COUNT)
 
     put_back()
     yield
@@ -69,11 +69,9 @@ def answer(af, dag_id: str, run_id: str, task_id: str, option: str) -> None:
     af.answer_approval(dag_id, run_id, task_id, option)
 
 
-def report(clients, dag_id: str, run_id: str) -> dict:
-    from bisman_ops.run_report import RunReport, report_keys
-
-    json_key, _ = report_keys(N.reports_prefix, RunReport("", dag_id, run_id))
-    body = clients["s3"].get_object(Bucket=N.state_bucket, Key=json_key)["Body"].read()
+def report(clients, dag_id: str, run_id: str, names=N) -> dict:
+    json_key, _ = report_keys(names.reports_prefix, RunReport("", dag_id, run_id))
+    body = clients["s3"].get_object(Bucket=names.state_bucket, Key=json_key)["Body"].read()
     return json.loads(body)
 
 
@@ -81,8 +79,13 @@ def values(rep: dict, title: str) -> dict:
     return next(s["values"] for s in rep["sections"] if s["title"] == title)
 
 
-def lock_free(clients) -> bool:
-    return change_lock.current(clients["dynamodb"], N.lock_table, "staging") is None
+def measured(rep: dict, task_id: str):
+    table = next(s for s in rep["sections"] if s["title"] == "Checks and gate measurements")["tables"][0]
+    return next(row[2] for row in table["rows"] if row[0] == task_id)
+
+
+def lock_free(clients, names=N) -> bool:
+    return change_lock.current(clients["dynamodb"], names.lock_table, names.environment) is None
 
 
 def service_td(clients) -> str:
@@ -95,6 +98,15 @@ def service_td(clients) -> str:
 def run(af, dag_id: str, conf: dict, timeout: float = 300) -> tuple[str, str]:
     run_id = af.trigger(dag_id, conf)
     return run_id, af.wait_for_run(dag_id, run_id, timeout=timeout)
+
+
+def mails_of(sandbox, run_id: str) -> list[str]:
+    return [m["subject"] for m in sinks.captured_mail(sandbox) if run_id in m["subject"] + m.get("text", "")]
+
+
+def mail(sandbox, run_id: str, kind: str) -> dict:
+    """The notification of ``kind`` (STARTED, SUCCEEDED, FAILED) about this run."""
+    return sinks.wait_for_mail(sandbox, lambda m: run_id in m["subject"] + m["text"] and kind in m["subject"])
 
 
 def app_conf(**overrides) -> dict:
@@ -118,15 +130,14 @@ def test_application_rollback_moves_service_to_previous_revision_and_reports(
     assert service_td(clients) == f"{N.app_task_family}:1"
     rep = report(clients, APP, run_id)
     assert rep["outcome"] == "success" and rep["reason"] == REASON
-    plan = values(rep, "Plan")
+    plan = measured(rep, "validate_request")
     assert (plan["current"], plan["target"]) == (f"{N.app_task_family}:2", f"{N.app_task_family}:1")
-    assert "running on the target" in values(rep, "Verification")["tasks"]
-    assert values(rep, "Change lock released")["released"] is True
+    assert measured(rep, "tasks_on_target")["running on target"] == aws.APP_DESIRED_COUNT
     assert lock_free(clients)
     for kind in ("STARTED", "SUCCEEDED"):
-        mail = sinks.wait_for_mail(sandbox, lambda m, k=kind: run_id in m["subject"] and k in m["subject"])
-        assert REASON in mail["text"]
-    sinks.wait_for_slack(sandbox, lambda p: run_id in json.dumps(p) and "SUCCEEDED" in json.dumps(p))
+        assert REASON in mail(sandbox, run_id, kind)["text"]
+    # Nothing of a task definition's environment reaches the report, only names.
+    assert aws.sandbox_app_secret(sandbox)["DB_PASSWORD"] not in json.dumps(rep)
 
 
 def test_application_rollback_already_on_target_changes_nothing_and_says_so(
@@ -137,9 +148,7 @@ def test_application_rollback_already_on_target_changes_nothing_and_says_so(
     ][0]["deployments"]
     run_id, state = run(af, APP, app_conf(task_definition=f"{N.app_task_family}:2"))
     assert state == "success"
-    rep = report(clients, APP, run_id)
-    assert rep["outcome"] == "no_change"
-    assert "already runs" in values(rep, "Plan")["no change"]
+    assert report(clients, APP, run_id)["outcome"] == "no_change"
     after = clients["ecs"].describe_services(cluster=N.ecs_cluster_name, services=[N.ecs_service_name])[
         "services"
     ][0]["deployments"]
@@ -149,22 +158,29 @@ def test_application_rollback_already_on_target_changes_nothing_and_says_so(
 @pytest.mark.parametrize(
     ("conf", "message"),
     [
-        ({"confirm": "yes"}, "confirm 'yes' does not match the service name"),
-        ({"task_definition": "bisman-erp-prod-app:1"}, "belongs to family 'bisman-erp-prod-app'"),
-        ({"task_definition": f"{N.app_task_family}:999"}, "does not exist"),
+        ({"confirm": "yes"}, "confirm: seen 'yes'"),
+        ({"task_definition": "bisman-erp-prod-app:1"}, "of family 'bisman-erp-prod-app'"),
+        (
+            {"cluster": PROD.ecs_cluster_name, "service": PROD.ecs_service_name,
+             "confirm": PROD.ecs_service_name},
+            f"ECS cluster {PROD.ecs_cluster_name} belongs to staging",
+        ),
     ],
 )
-def test_application_rollback_refuses_bad_input_without_change(
+def test_a_bad_request_is_refused_before_the_lock_and_pages_nobody(
     af, sandbox, clients, service_on_revision_2, conf, message
 ):
     before = world(sandbox, clients)
     run_id, state = run(af, APP, app_conf(**conf))
     assert state == "failed"
     rep = report(clients, APP, run_id)
-    assert rep["outcome"] == "refused"
-    assert message in rep["error"]
-    assert lock_free(clients)
+    assert rep["outcome"] == "refused" and message in rep["summary"]
+    states = {t["task_id"]: t["state"] for t in af.task_instances(APP, run_id)}
+    assert states["acquire_change_lock"] == "upstream_failed"
+    assert states["notify_team_of_start"] == "upstream_failed"
     assert world(sandbox, clients) == before
+    mail(sandbox, run_id, "FAILED")
+    assert not [s for s in mails_of(sandbox, run_id) if "STARTED" in s]
 
 
 def test_rollback_is_refused_while_a_rollout_holds_the_lock(af, sandbox, clients, service_on_revision_2):
@@ -176,15 +192,27 @@ def test_rollback_is_refused_while_a_rollout_holds_the_lock(af, sandbox, clients
         assert state == "failed"
         rep = report(clients, APP, run_id)
         assert rep["outcome"] == "refused"
-        assert (
-            "held by bisman_rollout/manual__rehearsal" in rep["error"] and "lease expires at" in rep["error"]
-        )
+        assert "held by bisman_rollout/manual__rehearsal" in rep["summary"]
         assert world(sandbox, clients) == before
         assert change_lock.current(ddb, N.lock_table, "staging").owner == "bisman_rollout/manual__rehearsal"
-        states = {t["task_id"]: t["state"] for t in af.task_instances(APP, run_id)}
-        assert states["update_service"] in ("upstream_failed", "skipped", None)
     finally:
         change_lock.release(ddb, N.lock_table, "staging", "bisman_rollout/manual__rehearsal")
+
+
+def test_a_missing_lock_table_is_named_and_the_report_and_notification_still_go_out(
+    af, sandbox, clients
+):
+    ddb = clients["dynamodb"]
+    ddb.delete_table(TableName=PROD.lock_table)
+    try:
+        run_id, state = run(af, APP, app_conf(environment="prod", confirm=PROD.ecs_service_name))
+        assert state == "failed"
+        rep = report(clients, APP, run_id, names=PROD)
+        assert rep["outcome"] == "refused"
+        assert f"change lock table {PROD.lock_table}: seen does not exist" in rep["summary"]
+        assert PROD.lock_table in mail(sandbox, run_id, "FAILED")["text"]
+    finally:
+        aws.seed(sandbox, "prod")  # the table again, as seeded
 
 
 def test_service_that_never_stabilises_fails_with_report_and_lock_released(
@@ -195,10 +223,9 @@ def test_service_that_never_stabilises_fails_with_report_and_lock_released(
     run_id, state = run(af, APP, app_conf(wait_timeout_seconds=30))
     assert state == "failed"
     rep = report(clients, APP, run_id)
-    assert rep["outcome"] == "failed"
-    assert "not stable on" in rep["error"] and "desired 3" in rep["error"]
+    assert rep["outcome"] == "failed" and "service_stable timed out" in rep["summary"]
     assert lock_free(clients)
-    sinks.wait_for_mail(sandbox, lambda m: run_id in m["subject"] and "FAILED" in m["subject"])
+    mail(sandbox, run_id, "FAILED")
 
 
 # -- database ----------------------------------------------------------------------------------------
@@ -216,15 +243,26 @@ def db_conf(**overrides) -> dict:
 
 
 @pytest.fixture
-def pgbouncer_ini_restored(sandbox):
-    ini = pgbouncer.folder(sandbox) / "pgbouncer.ini"
-    original = ini.read_text()
-    yield ini
-    ini.write_text(original)
+def pgbouncer_back_on_the_primary(sandbox):
+    """PgBouncer points at the primary again after the test; restored servers are stopped."""
+    cfg = SandboxPgBouncerConfig(sandbox)
+    before = cfg.read()
+    yield cfg
+    cfg.write(before)
+    with psycopg.connect(pgbouncer.dsn(sandbox, "admin"), autocommit=True, prepare_threshold=None) as admin:
+        admin.execute("RELOAD")
+        admin.execute(f"RECONNECT {pgbouncer.RW_DB}")
+    for name in postgres.restored_names(sandbox):
+        postgres.stop_restored(sandbox, name, remove=True)
 
 
-def test_database_rollback_restores_new_instance_and_switches_after_approval(
-    af, sandbox, clients, pgbouncer_ini_restored
+def app_pool_server_port(sandbox) -> int:
+    with psycopg.connect(pgbouncer.dsn(sandbox, "rw"), autocommit=True, prepare_threshold=None) as conn:
+        return conn.execute("SELECT inet_server_port()").fetchone()[0]
+
+
+def test_database_rollback_switches_pgbouncer_to_the_restored_instance_after_approval(
+    af, sandbox, clients, pgbouncer_back_on_the_primary
 ):
     rds = clients["rds"]
     original = rds.describe_db_instances(DBInstanceIdentifier=N.db_instance_identifier)["DBInstances"][0]
@@ -237,20 +275,53 @@ def test_database_rollback_restores_new_instance_and_switches_after_approval(
 
     rep = report(clients, DB, run_id)
     assert rep["outcome"] == "success"
-    target = values(rep, "Plan")["restore into"]
+    target = measured(rep, "validate_request")["restore into"]
+    port = postgres.restored_port(sandbox, target)
+    # PgBouncer serves the restored instance: SHOW DATABASES and a query through its pool say so.
+    assert measured(rep, "traffic_on_restored_instance") == {
+        "SHOW DATABASES": f"127.0.0.1:{port}", "query answered by": f"127.0.0.1:{port}"}
+    assert app_pool_server_port(sandbox) == port != sandbox.port("postgres_primary")
     restored = rds.describe_db_instances(DBInstanceIdentifier=target)["DBInstances"][0]
     assert restored["DBInstanceClass"] == original["DBInstanceClass"]
-    assert restored["DBSubnetGroup"]["DBSubnetGroupName"] == original["DBSubnetGroup"]["DBSubnetGroupName"]
     after = rds.describe_db_instances(DBInstanceIdentifier=N.db_instance_identifier)["DBInstances"][0]
-    assert (after["DBInstanceStatus"], after["Endpoint"]) == (
-        original["DBInstanceStatus"],
-        original["Endpoint"],
-    )
-    pre = values(rep, "Plan")["pre-rollback snapshot"]
-    assert rds.describe_db_snapshots(DBSnapshotIdentifier=pre)["DBSnapshots"][0]["Status"] == "available"
-    assert f"restored {target} by {run_id}" in pgbouncer_ini_restored.read_text()
-    assert "application tables" in values(rep, "Restored database verified")["SQL"]
+    assert after["Endpoint"] == original["Endpoint"]
+    assert after["DBInstanceStatus"] == original["DBInstanceStatus"]
+    answers = next(s for s in rep["sections"] if s["title"] == "Approvals")["tables"][0]["rows"]
+    assert answers[0][2] == "Approve" and answers[0][3] not in ("?", "")
     assert lock_free(clients)
+
+
+def test_database_rollback_rejected_leaves_pgbouncer_on_the_primary(
+    af, sandbox, clients, pgbouncer_back_on_the_primary
+):
+    run_id = af.trigger(DB, db_conf(switch_traffic=True))
+    af.wait_for_task_state(DB, run_id, "approve_traffic_switch", ("awaiting_input",), timeout=300)
+    answer(af, DB, run_id, "approve_traffic_switch", "Reject")
+    assert af.wait_for_run(DB, run_id, timeout=300) == "failed"
+    rep = report(clients, DB, run_id)
+    assert rep["outcome"] == "rejected"
+    assert app_pool_server_port(sandbox) == sandbox.port("postgres_primary")
+    assert lock_free(clients)
+
+
+def test_a_switch_after_the_lock_was_lost_during_the_approval_changes_nothing(
+    af, sandbox, clients, pgbouncer_back_on_the_primary
+):
+    ddb = clients["dynamodb"]
+    run_id = af.trigger(DB, db_conf(switch_traffic=True))
+    af.wait_for_task_state(DB, run_id, "approve_traffic_switch", ("awaiting_input",), timeout=300)
+    # The lease ran out while nobody answered and another change took the environment.
+    change_lock.release(ddb, N.lock_table, "staging", change_lock.owner_for(DB, run_id))
+    change_lock.acquire(ddb, N.lock_table, "staging", "bisman_rollout/manual__other", lease_seconds=600)
+    try:
+        answer(af, DB, run_id, "approve_traffic_switch", "Approve")
+        assert af.wait_for_run(DB, run_id, timeout=300) == "failed"
+        states = {t["task_id"]: t["state"] for t in af.task_instances(DB, run_id)}
+        assert states["switch_traffic"] in ("upstream_failed", "failed")
+        assert app_pool_server_port(sandbox) == sandbox.port("postgres_primary")
+        assert change_lock.current(ddb, N.lock_table, "staging").owner == "bisman_rollout/manual__other"
+    finally:
+        change_lock.release(ddb, N.lock_table, "staging", "bisman_rollout/manual__other")
 
 
 def test_database_rollback_refuses_snapshot_of_another_instance_without_change(af, sandbox, clients):
@@ -260,7 +331,7 @@ def test_database_rollback_refuses_snapshot_of_another_instance_without_change(a
     run_id, state = run(af, DB, db_conf(snapshot_identifier=snap))
     assert state == "failed"
     rep = report(clients, DB, run_id)
-    assert rep["outcome"] == "refused" and f"belongs to instance '{N.db_replica_identifier}'" in rep["error"]
+    assert rep["outcome"] == "refused" and f"belongs to '{N.db_replica_identifier}'" in rep["summary"]
     assert world(sandbox, clients) == before
     assert lock_free(clients)
 
@@ -279,8 +350,7 @@ def test_restore_that_never_becomes_available_fails_with_report_and_lock_release
         pytest.fail(f"{target} was never created")
     assert af.wait_for_run(DB, run_id, timeout=300) == "failed"
     rep = report(clients, DB, run_id)
-    assert rep["outcome"] == "failed"
-    assert f"instance {target} is stopped after wait_timeout_seconds" in rep["error"]
+    assert rep["outcome"] == "failed" and "restored_instance_available timed out" in rep["summary"]
     assert lock_free(clients)
     original = rds.describe_db_instances(DBInstanceIdentifier=N.db_instance_identifier)["DBInstances"][0]
     assert original["DBInstanceStatus"] == "available"
@@ -313,7 +383,9 @@ def test_infrastructure_rollback_rejected_at_approval_applies_nothing(af, sandbo
     run_id = af.trigger(INFRA, infra_conf(infra_repo))
     af.wait_for_task_state(INFRA, run_id, "approve_plan", ("awaiting_input",), timeout=300)
     answer(af, INFRA, run_id, "approve_plan", "Reject")
-    assert af.wait_for_run(INFRA, run_id, timeout=300) == "success"
+    assert af.wait_for_run(INFRA, run_id, timeout=300) == "failed"  # a Reject fails the approval task
+    states = {t["task_id"]: t["state"] for t in af.task_instances(INFRA, run_id)}
+    assert states["apply_approved_plan"] == "upstream_failed" and states["release_change_lock"] == "success"
     assert report(clients, INFRA, run_id)["outcome"] == "rejected"
     assert standin_state(infra_repo) == state
     assert lock_free(clients)
