@@ -130,9 +130,10 @@ def _request_id(kind: str) -> str:
 
 
 def find_route_log(logs: Any, log_group: str, route: str, request_id: str, since_ms: int,
-                   wait_s: float = LOG_WAIT_S) -> str | None:
-    """The application's CloudWatch Logs line for ``request_id`` with ``db_route=<route>``, or None."""
-    deadline = time.monotonic() + wait_s
+                   wait_s: float | None = None) -> str | None:
+    """The application's CloudWatch Logs line for ``request_id`` with ``db_route=<route>``, or None
+    after ``wait_s`` (default ``LOG_WAIT_S``)."""
+    deadline = time.monotonic() + (LOG_WAIT_S if wait_s is None else wait_s)
     while True:
         kwargs: dict[str, Any] = {"logGroupName": log_group, "filterPattern": f'"db_route={route}"',
                                   "startTime": since_ms}
