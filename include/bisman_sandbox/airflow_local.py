@@ -37,9 +37,13 @@ from bisman_sandbox.process import (
 )
 
 ADMIN_USER = "admin"
-TIMEOUT = 10  # seconds, every REST call
+TIMEOUT = 30  # seconds, every REST call (a loaded 2-core machine answers slowly)
 MIGRATE_TIMEOUT_S = 600
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Airflow's log servers bind every interface whatever the configuration says. Every component here
+# shares this machine's log folder, which the API server reads directly, so none is started.
+_SERVE_LOGS = {"api-server": (), "dag-processor": (), "scheduler": ("--skip-serve-logs",),
+               "triggerer": ("--skip-serve-logs",)}
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
 
 
@@ -173,13 +177,20 @@ class AirflowLocal:
         if self.executor == "CeleryExecutor":
             self._start_broker()
         for component in COMPONENTS:
-            start_process(self._processes, component, self._airflow(component), env=env)
+            start_process(self._processes, component, self._airflow(component, *_SERVE_LOGS[component]),
+                          env=env)
         for i, name in enumerate(self.worker_names()):
-            worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port + 6 + i)}
+            worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port + 6 + i),
+                          # Workers share this host: each task records which worker ran it.
+                          "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
+                          "BISMAN_WORKER_HOSTNAME": f"{name}@{HOST}"}
             start_process(self._processes, name,
-                          self._airflow("celery", "worker", "--hostname", f"{name}@{HOST}",
-                                        "--concurrency", "2"), env=worker_env)
-        wait_until(self.healthy, timeout=timeout, what=f"Airflow at {self.url}", interval=1)
+                          self._airflow("celery", "worker", "--celery-hostname", f"{name}@{HOST}",
+                                        "--concurrency", "2", "--skip-serve-logs"), env=worker_env)
+        try:
+            wait_until(self.healthy, timeout=timeout, what=f"Airflow at {self.url}", interval=1)
+        except SandboxError as exc:
+            raise SandboxError(f"{exc}; component logs in {self._processes.log_dir}") from exc
 
     def migrate(self, env: dict[str, str] | None = None) -> None:
         """``airflow db migrate``: creates the schema on first use, a quick no-op after."""
@@ -231,6 +242,13 @@ class AirflowLocal:
 
     def client(self) -> AirflowClient:
         return AirflowClient(self.url, ADMIN_USER, self.password())
+
+
+def worker_hostname() -> str:
+    """The hostname a task records: its Celery worker's name where several share one host."""
+    import socket
+
+    return os.environ.get("BISMAN_WORKER_HOSTNAME") or socket.getfqdn()
 
 
 class AirflowClient:

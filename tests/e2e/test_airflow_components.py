@@ -17,3 +17,17 @@ def test_each_component_runs_as_its_own_process_on_a_postgres_metadata_database(
         ("metadatabase", "scheduler", "triggerer", "dag_processor"), "healthy")
     assert not list(af.home.rglob("*.db")), "a SQLite file under the Airflow home"
     assert af.metadata.healthy()
+
+
+def test_airflow_listens_on_loopback_only(airflow):
+    import psutil
+
+    af = AirflowLocal.from_env()
+    ours: set[int] = set()
+    for component in COMPONENTS:
+        root = psutil.Process(read_pid(af._processes, component))
+        ours |= {root.pid, *(child.pid for child in root.children(recursive=True))}
+    listening = [c for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in ours]
+    assert listening, "the API server listens somewhere"
+    assert {c.laddr.ip for c in listening} == {"127.0.0.1"}, [(c.pid, c.laddr) for c in listening]
