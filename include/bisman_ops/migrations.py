@@ -165,9 +165,9 @@ def _recorded(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
 def _connection(conn_or_dsn: psycopg.Connection | str) -> Iterator[psycopg.Connection]:
     """An autocommit connection: each migration then gets a real transaction of its own."""
     if isinstance(conn_or_dsn, str):
-        with psycopg.connect(
-            conn_or_dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, prepare_threshold=None
-        ) as conn:
+        from bisman_ops.clients import postgres
+
+        with postgres.connect_dsn(conn_or_dsn, autocommit=True, application_name="bisman-migrations") as conn:
             yield conn
         return
     conn = conn_or_dsn
