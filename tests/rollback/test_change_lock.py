@@ -95,3 +95,19 @@ def test_racing_owners_exactly_one_wins(table):
     assert len(winners) == 1
     assert len(refused) == 7
     assert cl.current(ddb, name, "staging").owner == winners[0]
+
+
+def test_a_missing_lock_table_is_named_with_what_to_do(clients):
+    """issue 11 point 12: not a bare ResourceNotFoundException."""
+    from types import SimpleNamespace
+
+    from bisman_ops.change import lock
+    from bisman_ops.change.errors import CheckFailed
+
+    ctx = {"ti": SimpleNamespace(dag_id="bisman_rollback_application", run_id="manual__missing"),
+           "params": {"environment": "prod", "project_name": f"nolock{uuid.uuid4().hex[:6]}"}}
+    with pytest.raises(CheckFailed) as err:
+        lock.acquire_for(ctx, ddb_client=clients["dynamodb"])
+    table = lock.LockRef.from_context(ctx).table
+    assert err.value.checked == f"change lock table {table}"
+    assert "does not exist" in str(err.value.seen) and f"Create {table}" in err.value.next_step
