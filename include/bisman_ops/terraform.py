@@ -229,6 +229,7 @@ class Terraform:
 
     def _child_env(self) -> dict[str, str]:
         env = {**os.environ, **self.env, "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
+        env.setdefault("CHECKPOINT_DISABLE", "1")  # no call home to HashiCorp's version check from a task
         if not self.binary:  # the project's command imports bisman_ops, wherever this process found it
             package_root = str(Path(__file__).resolve().parent.parent)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)

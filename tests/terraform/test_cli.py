@@ -14,15 +14,16 @@ from bisman_sandbox import terraform_workspace
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # HOME is the test's own directory: Terraform keeps its ~/.terraform.d there.
     return subprocess.run([sys.executable, "-m", "bisman_ops.terraform_cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd or ROOT),
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd),
                                "PYTHONPATH": str(ROOT / "include")})
 
 
-def test_version_is_terraform_1_15_as_json():
-    out = run("version", "-json")
+def test_version_is_terraform_1_15_as_json(tmp_path):
+    out = run("version", "-json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert terraform.parse_version(json.loads(out.stdout)["terraform_version"])[:2] == (1, 15)
     assert out.stderr == ""  # no ~/.terraformrc is no warning, as with the real binary
@@ -48,8 +49,8 @@ def test_sandbox_configuration_validates_and_a_bare_plan_refuses_to_guess_the_ba
     assert "bucket" in (bare.stdout + bare.stderr)
 
 
-def test_sandbox_shim_runs_the_same_command():
+def test_sandbox_shim_runs_the_same_command(tmp_path):
     shim = ROOT / "include" / "bisman_sandbox" / "bin" / "terraform"
-    out = subprocess.run([str(shim), "version"], capture_output=True, text=True, timeout=60,
-                         env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)})
+    out = subprocess.run([str(shim), "version"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert out.returncode == 0 and out.stdout.startswith("Terraform v1.15.")
