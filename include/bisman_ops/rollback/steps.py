@@ -23,7 +23,7 @@ def notify_team_of_start(what: str) -> dict:
     notice = notify.notice_from_context(
         ctx,
         event="started",
-        what=f"{ctx['ti'].dag_id}: {what}",
+        what=f"{ctx['ti'].dag_id} run {ctx['ti'].run_id}: {what}",
         measured=f"Reason given: {reason}",
         next_step="",
     )
