@@ -18,7 +18,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     # HOME is the test's own directory: Terraform keeps its ~/.terraform.d there.
     return subprocess.run([sys.executable, "-m", "bisman_ops.terraform_cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd),
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "CHECKPOINT_DISABLE": "1",
                                "PYTHONPATH": str(ROOT / "include")})
 
 
@@ -52,5 +52,5 @@ def test_sandbox_configuration_validates_and_a_bare_plan_refuses_to_guess_the_ba
 def test_sandbox_shim_runs_the_same_command(tmp_path):
     shim = ROOT / "include" / "bisman_sandbox" / "bin" / "terraform"
     out = subprocess.run([str(shim), "version"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CHECKPOINT_DISABLE": "1"})
     assert out.returncode == 0 and out.stdout.startswith("Terraform v1.15.")

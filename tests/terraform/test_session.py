@@ -4,6 +4,7 @@ plan files in S3 verified before apply, the environment's recorded inputs."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -54,6 +55,8 @@ def test_each_environment_has_its_own_state_and_the_apply_needs_no_plan_director
     assert staging["planned"]["state"] == f"s3://{project}-staging-terraform-state/{project}/staging/terraform.tfstate"
     assert prod["planned"]["state"] == f"s3://{project}-prod-terraform-state/{project}/prod/terraform.tfstate"
     assert helpers.state_of(ctx, project, "staging") == staging_state  # prod's run left it alone
+    password = tf_env["TF_VAR_sandbox_db_password"]  # in the plan, marked sensitive
+    assert password not in json.dumps([staging, prod])  # summaries, approvals and results never show it
     prod_inputs = helpers.resource_inputs(helpers.state_of(ctx, project, "prod"))
     assert prod_inputs["db_primary"]["identifier"] == f"{project}-prod-db"
     assert "erp:prod-3" in prod_inputs["app_task_definition"]["container_definitions"]
