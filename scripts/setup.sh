@@ -9,7 +9,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 DEBIAN_PACKAGES=(postgresql postgresql-client pgbouncer redis-server redis-sentinel prometheus
-                 prometheus-alertmanager git ca-certificates)
+                 prometheus-alertmanager git ca-certificates chromium)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
