@@ -161,14 +161,15 @@ class TerraformSession:
         self._tf = None
 
     def prepare_from_directory(self, source: str | Path) -> Path:
-        """A clean working directory holding ``source``'s configuration: its git-tracked files when
-        it is in a git work tree (what is committed is what is rolled out), otherwise its files,
-        without state, plans, caches or ``terraform.tfvars`` (the session writes that)."""
+        """A clean working directory holding ``source``'s configuration: the files git tracks there
+        (as they are in the work tree; untracked leftovers such as another run's variable files stay
+        behind) when it is in a git work tree that tracks any, otherwise all its files; never state,
+        plans, caches or ``terraform.tfvars`` (the session writes that)."""
         src = Path(source).resolve()
         if not src.is_dir():
             raise TerraformSessionError(f"Terraform directory {src} does not exist on this worker")
         files = _git_tracked(src)
-        if files is None:
+        if not files:
             files = [p.relative_to(src) for p in src.rglob("*") if p.is_file() or p.is_symlink()]
         files = [f for f in files if not _excluded(f)]
         if not any(f.suffix == ".tf" or f.name.endswith(".tf.json") for f in files):
