@@ -140,3 +140,15 @@ def test_an_environment_never_applied_has_no_recorded_inputs(project, tf_env, tm
     with pytest.raises(TerraformSessionError, match="no recorded Terraform inputs for prod"):
         session(fresh, "prod", "x", "inputs", tmp_path).recorded_inputs()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_directory_outside_git_is_copied_without_state_plans_or_variables(tmp_path):
+    plain = tmp_path / "plain"
+    terraform_workspace.write_config(plain.mkdir() or plain, desired_count=2)
+    for leftover in ("terraform.tfvars", "terraform.tfstate", "old.tfplan", ".terraform/providers/x"):
+        (plain / leftover).parent.mkdir(parents=True, exist_ok=True)
+        (plain / leftover).write_text("left by another run")
+    s = session("bisman-erp", "staging", "manual__plain", "plan", tmp_path)
+    config_dir = s.prepare_from_directory(plain)
+    copied = sorted(p.relative_to(config_dir).as_posix() for p in config_dir.rglob("*") if p.is_file())
+    assert copied == ["main.tf", "outputs.tf", "variables.tf", "versions.tf"]
