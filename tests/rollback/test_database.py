@@ -18,6 +18,7 @@ from bisman_ops.clients import postgres as pg
 from bisman_ops.rollback import RDS_IDENTIFIER_PATTERN, database_steps, resource_names
 from bisman_ops.rollback import database as db
 from bisman_sandbox import aws, launcher, pgbouncer, postgres
+from bisman_sandbox.process import wait_until
 from bisman_sandbox.rollback_impl import SandboxDatabaseEndpoints, SandboxPgBouncerConfig
 from tests.rollback.conftest import primary_dsn
 
@@ -241,6 +242,8 @@ def test_switch_moves_pgbouncer_to_the_restored_instance_and_a_query_proves_it(
     ctx, airflow_conns, restored, pgbouncer_restored_afterwards
 ):
     host, port = restored["host"], restored["port"]
+    log = ctx.log_dir / "pgbouncer.log"
+    log_before = log.stat().st_size if log.exists() else 0
     done = db.switch_pgbouncer(
         config.PGBOUNCER_ADMIN_CONN_ID,
         pgbouncer_restored_afterwards,
@@ -254,7 +257,9 @@ def test_switch_moves_pgbouncer_to_the_restored_instance_and_a_query_proves_it(
         seen = db.verify_switch(admin, app, pgbouncer.RW_DB, host, port)
         assert not int(pgb.database_entry(admin, pgbouncer.RW_DB)["paused"])
     assert seen == {"SHOW DATABASES": f"{host}:{port}", "query answered by": f"{host}:{port}"}
-    assert "syntax error" not in (ctx.log_dir / "pgbouncer.log").read_text()[-4000:]
+    with log.open("rb") as f:
+        f.seek(log_before)
+        assert b"syntax error" not in f.read()
 
 
 def test_a_reload_that_pgbouncer_rejects_is_caught_by_the_verification(
@@ -265,8 +270,12 @@ def test_a_reload_that_pgbouncer_rejects_is_caught_by_the_verification(
     broken, _ = db.repoint_pgbouncer_ini(cfg.read(), pgbouncer.RW_DB, restored["host"], restored["port"])
     broken = broken.replace(f"port={restored['port']} dbname", f"port={restored['port']} ; restored dbname")
     cfg.write(broken)
+    log = ctx.log_dir / "pgbouncer.log"
+    log_before = log.stat().st_size
     with pgb.connect() as admin:
-        pgb.command(admin, "RELOAD")
+        pgb.command(admin, "RELOAD")  # answers OK all the same
+        wait_until(lambda: b"syntax error" in log.read_bytes()[log_before:], timeout=10,
+                   what="PgBouncer to log the broken line")
         with (
             pg.connect(config.APP_DB_CONN_ID, autocommit=True) as app,
             pytest.raises(CheckFailed, match="PgBouncer did not take the new entry"),
