@@ -2,15 +2,16 @@
 no database transaction open while it is sent.
 
 For a batch: one short transaction claims the messages by ``dedup_key`` in ``bisman_ops_claims``
-and commits (what comes back is ours); each claimed message is sent with no transaction open (a
-slow mail server holds no locks and no PgBouncer server connection); one short transaction then
-records the delivered ones (claim marked recorded, event written) and gives back the failed ones.
+(who sends what, until when) and commits (what comes back is ours); each claimed message is sent
+with no transaction open (a slow mail server holds no locks and no PgBouncer server connection);
+one short transaction then writes the events of the delivered ones and gives back the failed ones.
 A concurrent run skips a key that is claimed or recorded; a failed send stays unrecorded and the
 next run retries it, and one tenant's failure does not stop the others.
 
 If the sender dies between claim and record, its claims expire after ``CLAIM_LEASE_S`` (longer
 than any task's ``execution_timeout``) and the next run sends those messages again: at least once,
-never silently lost. Small batches keep that window small.
+never silently lost. Small batches keep that window small. A claim is never marked "recorded": it
+simply expires, and by then its event (the record) exists and every claimer skips the key.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def _claim_batch(conn: psycopg.Connection, event_type: str, batch: list[Claim[T]
     outcome = ClaimOutcome()
     owned = claim(conn, db.sql("claim_events"), {"type": event_type, "claims": _as_json(batch)}, claimer)
     outcome.already_recorded = len(batch) - len(owned)
-    delivered, failed = [], []
+    delivered: list[Claim[T]] = []
+    failed: list[str] = []
     for c in batch:
         if c.dedup_key not in owned:
             continue
@@ -112,31 +114,31 @@ def _claim_batch(conn: psycopg.Connection, event_type: str, batch: list[Claim[T]
                 outcome.failures.append(f"{c.dedup_key}: {exc}")
             log.warning("not sent, left unrecorded for the next run: %s: %s", c.dedup_key, exc)
         else:
-            delivered.append(c.dedup_key)
+            delivered.append(c)
     settle(conn, event_type, claimer, delivered, failed)
-    outcome.sent = delivered
+    outcome.sent = [c.dedup_key for c in delivered]
     outcome.failed = len(failed)
     return outcome
 
 
 def claim(conn: psycopg.Connection, statement: str, params: dict, claimer: str) -> dict[str, dict]:
-    """Run a claiming ``statement`` (``RETURNING dedup_key, tenant_id, payload``) and commit; the rows
-    now ours, by dedup_key."""
+    """Run a claiming ``statement`` (returning ``dedup_key`` and whatever the caller needs) and
+    commit; the rows now ours, by dedup_key."""
     with conn.transaction(), conn.cursor() as cur:
         db.set_statement_timeout(cur)
         cur.execute(statement, {**params, "claimed_by": claimer, "lease_s": CLAIM_LEASE_S})
         return {row["dedup_key"]: row for row in cur.fetchall()}
 
 
-def settle(conn: psycopg.Connection, event_type: str, claimer: str, delivered: list[str],
+def settle(conn: psycopg.Connection, event_type: str, claimer: str, delivered: list[Claim],
            failed: list[str]) -> None:
-    """One short transaction: record the delivered claims as events, give the failed ones back."""
+    """One short transaction: the delivered claims' events written, the failed claims given back."""
     if not delivered and not failed:
         return
     with conn.transaction(), conn.cursor() as cur:
         db.set_statement_timeout(cur)
         if delivered:
-            cur.execute(db.sql("record_claims"), {"dedup_keys": delivered, "claimed_by": claimer})
+            cur.execute(db.sql("record_claims"), {"type": event_type, "events": _as_json(delivered)})
         if failed:
             cur.execute(db.sql("release_events"), {"dedup_keys": failed, "claimed_by": claimer})
 
@@ -157,8 +159,8 @@ def claim_once(conn: psycopg.Connection, event_type: str, dedup_key: str, payloa
     it ran now. ``action`` runs with no transaction open; raising, it gives the claim back and
     propagates: nothing recorded, the caller retries."""
     claimer = new_claimer()
-    owned = claim(conn, db.sql("claim_events"), {
-        "type": event_type, "claims": _as_json([Claim(dedup_key, tenant_id, payload, None)])}, claimer)
+    item = Claim(dedup_key, tenant_id, payload, None)
+    owned = claim(conn, db.sql("claim_events"), {"type": event_type, "claims": _as_json([item])}, claimer)
     if dedup_key not in owned:
         return False
     try:
@@ -166,5 +168,5 @@ def claim_once(conn: psycopg.Connection, event_type: str, dedup_key: str, payloa
     except BaseException:
         settle(conn, event_type, claimer, [], [dedup_key])
         raise
-    settle(conn, event_type, claimer, [dedup_key], [])
+    settle(conn, event_type, claimer, [item], [])
     return True

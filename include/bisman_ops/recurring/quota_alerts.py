@@ -3,18 +3,19 @@
 The due alerts come from one set-based query (``quota_alert_candidates.sql``). ``send_alerts``
 walks the tenants a page of ids at a time; for each page, one short transaction claims the page's
 due alerts with a single ``INSERT ... SELECT ... ON CONFLICT RETURNING`` into ``bisman_ops_claims``
-(what comes back is this run's to send) and commits; the mails go out with no transaction open;
-one short transaction then records the delivered ones as ``quota.alert`` events and gives back the
-failed ones (``claims``). So an alert is recorded exactly when its mail went out, a concurrent run
-skips what we claimed, and a failed mail is retried by the next run without stopping the other
-tenants. Each run evaluates today and this month, and also every day or month that ended since the
-previous run (``evaluations``): usage that crossed a quota between a period's last run and its end
-is alerted once the period is over.
+(what comes back, with each alert's payload, is this run's to send) and commits; the mails go out
+with no transaction open; one short transaction then records the delivered ones as ``quota.alert``
+events and gives back the failed ones (``claims``). So an alert is recorded exactly when its mail
+went out, a concurrent run skips what we claimed, and a failed mail is retried by the next run
+without stopping the other tenants. Each run evaluates today and this month, and also every day or
+month that ended since the previous run (``evaluations``): usage that crossed a quota between a
+period's last run and its end is alerted once the period is over.
 """
 
 from __future__ import annotations
 
 import calendar
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -143,19 +144,26 @@ def find_alerts(conn: psycopg.Connection, as_of: datetime, thresholds=DEFAULT_TH
             yield QuotaAlert(*row)
 
 
-_CLAIM_HEAD = """INSERT INTO bisman_ops_claims AS cl
-    (dedup_key, type, tenant_id, payload, claimed_by, claimed_at, expires_at)
-SELECT c.dedup_key, 'quota.alert', c.tenant_id, c.payload_json::jsonb, %(claimed_by)s, now(),
-       now() + make_interval(secs => %(lease_s)s)
-FROM (
+_CLAIM_HEAD = """WITH candidates AS MATERIALIZED (
 """
 _CLAIM_TAIL = """
-) c ORDER BY c.dedup_key
-ON CONFLICT (dedup_key) DO UPDATE
-    SET payload = EXCLUDED.payload, tenant_id = EXCLUDED.tenant_id, claimed_by = EXCLUDED.claimed_by,
-        claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
-    WHERE cl.recorded_at IS NULL AND cl.expires_at < now()
-RETURNING dedup_key, tenant_id, payload"""
+),
+claimed AS (
+    INSERT INTO bisman_ops_claims AS cl (dedup_key, type, tenant_id, claimed_by, claimed_at, expires_at)
+    SELECT c.dedup_key, 'quota.alert', c.tenant_id, %(claimed_by)s, now(),
+           now() + make_interval(secs => %(lease_s)s)
+    FROM candidates c
+    ORDER BY c.dedup_key
+    ON CONFLICT (dedup_key) DO UPDATE
+        SET tenant_id = EXCLUDED.tenant_id, claimed_by = EXCLUDED.claimed_by,
+            claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
+        WHERE cl.expires_at < now()
+    RETURNING dedup_key
+)
+SELECT c.dedup_key, c.tenant_id, c.payload_json
+FROM candidates c
+JOIN claimed USING (dedup_key)
+ORDER BY c.dedup_key"""
 
 
 def _claim_sql() -> str:
@@ -197,7 +205,7 @@ def _claim_page(conn: psycopg.Connection, claim: str, params: dict, send, result
     result.candidates += len(claimed)
     delivered, failed = [], []
     for row in claimed.values():
-        alert = QuotaAlert.from_event(row["dedup_key"], row["tenant_id"], row["payload"])
+        alert = QuotaAlert.from_event(row["dedup_key"], row["tenant_id"], json.loads(row["payload_json"]))
         if alert.billing_email:
             try:
                 send(alert)
@@ -207,7 +215,8 @@ def _claim_page(conn: psycopg.Connection, claim: str, params: dict, send, result
                     result.failures.append(f"{alert.dedup_key}: {exc}")
                 log.warning("not sent, left unrecorded for the next run: %s: %s", alert.dedup_key, exc)
                 continue
-        delivered.append(alert.dedup_key)
+        # The payload as the query encoded it: written to events as it is.
+        delivered.append(claims.Claim(alert.dedup_key, alert.tenant_id, row["payload_json"], None))
     claims.settle(conn, EVENT_TYPE, claimer, delivered, failed)
     result.sent += len(delivered)
     result.failed += len(failed)

@@ -1,2 +1,2 @@
--- Recorded claims older than any period they deduplicate within (their events stay in events).
-DELETE FROM bisman_ops_claims WHERE recorded_at < now() - interval '40 days'
+-- Claims long expired: their events (if sent) stay in events, which is what deduplicates them.
+DELETE FROM bisman_ops_claims WHERE claimed_at < now() - interval '40 days'

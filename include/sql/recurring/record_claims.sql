@@ -1,15 +1,8 @@
--- Record the claims of %(claimed_by)s whose message went out: the claim is marked recorded (kept, so
--- a concurrent claimer skips it) and its event is written, in one short transaction. A claim taken
--- over by someone else meanwhile (ours expired) is theirs to record.
-WITH recorded AS (
-    UPDATE bisman_ops_claims cl
-    SET recorded_at = now(), expires_at = 'infinity'
-    WHERE cl.dedup_key = ANY(%(dedup_keys)s::text[]) AND cl.claimed_by = %(claimed_by)s
-      AND cl.recorded_at IS NULL
-    RETURNING cl.dedup_key, cl.type, cl.tenant_id, cl.payload
-)
+-- Record the messages that went out: their events, in one short transaction. The claims are left to
+-- expire (a claimer after that finds the event and skips the key). %(events)s: a JSON array of
+-- {tenant_id, payload, dedup_key}.
 INSERT INTO events (tenant_id, type, payload, occurred_at, dedup_key)
-SELECT r.tenant_id, r.type, r.payload, now(), r.dedup_key
-FROM recorded r
-ORDER BY r.dedup_key
+SELECT (x.e ->> 'tenant_id')::bigint, %(type)s, x.e -> 'payload', now(), x.e ->> 'dedup_key'
+FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS x (e, ord)
+ORDER BY x.ord
 ON CONFLICT (dedup_key) DO NOTHING
