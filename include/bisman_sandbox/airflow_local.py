@@ -163,7 +163,7 @@ class AirflowLocal:
     def _airflow(self, *args: str) -> list[str]:
         return [str(Path(sys.executable).with_name("airflow")), *args]
 
-    def up(self, extra_env: dict[str, str] | None = None, timeout: float = 180) -> None:
+    def up(self, extra_env: dict[str, str] | None = None, timeout: float = 300) -> None:
         self.password()
         running = [c for c in (*COMPONENTS, *self.worker_names()) if is_running(self._processes, c)]
         if not running:
