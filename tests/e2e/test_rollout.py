@@ -2,23 +2,24 @@
 way the form submits it, the plan approval answered through the REST API as in the UI.
 
 The phases after read_replica are not built yet and fail on purpose, so a good run ends failed at
-``usage_metering``; these tests assert the three built groups and where the run stopped.
+``usage_metering``; these tests assert the three built groups and where the run stopped. Every wait
+is on a condition (a task's state, a datapoint), never a fixed sleep.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 
 import pytest
 
 from bisman_ops import change_lock
 from bisman_ops.naming import ResourceNames
+from bisman_ops.rollout.read_replica import cloudwatch_replica_lag
 from bisman_sandbox import aws as sandbox_aws
 from bisman_sandbox import replica_lag_publisher, sinks
-from bisman_sandbox.process import SandboxError
+from bisman_sandbox.process import SandboxError, wait_until
 from bisman_sandbox.rollout_conf import rollout_conf
 
 pytestmark = pytest.mark.timeout(1800)
@@ -57,23 +58,44 @@ def finished(af, run_id: str) -> str:
     return state
 
 
+def task_instance(af, run_id: str, task_id: str) -> dict:
+    return af._call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
+
+
 def approve(af, run_id: str, option: str = "Approve") -> dict:
-    af.wait_for_task_state(DAG_ID, run_id, APPROVE, ("awaiting_input",), timeout=600)
-    # Airflow 3.3.2 races an answer given before the scheduler has seen the pausing worker exit
-    # (about 5 s after the pause here): the late executor event marks the resumed task up_for_retry
-    # and the approval is asked again. A human is never that fast.
-    time.sleep(15)
-    details = af.hitl_details(DAG_ID, run_id, APPROVE)
-    af.answer_approval(DAG_ID, run_id, APPROVE, option)
-    return details
+    """Answer the plan approval as in the UI; returns what it asked.
+
+    Airflow 3.3.2 races an answer given before the scheduler has seen the pausing worker exit: the
+    late executor event fails the resumed try and the retry asks again. So the answer counts once
+    the approval has finished; asked again, it is answered again."""
+    details = None
+    for _ in range(3):
+        af.wait_for_task_state(DAG_ID, run_id, APPROVE, ("awaiting_input",), timeout=600)
+        asked = task_instance(af, run_id, APPROVE)["try_number"]
+        details = details or af.hitl_details(DAG_ID, run_id, APPROVE)
+        af.answer_approval(DAG_ID, run_id, APPROVE, option)
+
+        def settled(asked: int = asked) -> bool:
+            ti = task_instance(af, run_id, APPROVE)
+            return ti["state"] in ("success", "failed") or (
+                ti["state"] == "awaiting_input" and ti["try_number"] > asked)
+
+        wait_until(settled, timeout=300, what=f"{APPROVE} to take the answer {option}", interval=1)
+        if task_instance(af, run_id, APPROVE)["state"] in ("success", "failed"):
+            return details
+    raise AssertionError(f"{APPROVE} asked three times")
 
 
-def report(sandbox, run_id: str) -> tuple[dict, str]:
+def run_count(af) -> int:
+    return af._call("GET", f"/dags/{DAG_ID}/dagRuns?limit=1")["total_entries"]
+
+
+def report(sandbox, run_id: str, names: ResourceNames = NAMES) -> tuple[dict, str]:
     s3 = sandbox_aws.client(sandbox, "s3")
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in run_id)
-    base = f"{NAMES.reports_prefix}/{DAG_ID}/{safe}"
-    body = s3.get_object(Bucket=NAMES.state_bucket, Key=f"{base}.json")["Body"].read().decode()
-    markdown = s3.get_object(Bucket=NAMES.state_bucket, Key=f"{base}.md")["Body"].read().decode()
+    base = f"{names.reports_prefix}/{DAG_ID}/{safe}"
+    body = s3.get_object(Bucket=names.state_bucket, Key=f"{base}.json")["Body"].read().decode()
+    markdown = s3.get_object(Bucket=names.state_bucket, Key=f"{base}.md")["Body"].read().decode()
     return json.loads(body), markdown
 
 
@@ -99,9 +121,10 @@ def test_three_phases_pass_with_approval_and_the_run_stops_at_the_first_unbuilt_
     assert details["subject"].startswith("Apply the Terraform plan to staging?")
     assert "Plan SHA-256" in details["body"]
 
-    # A second rollout triggered meanwhile waits (one run at a time) and has touched nothing.
+    # A second rollout triggered meanwhile waits (one run at a time) and has touched nothing, while
+    # the scheduler takes the first through its apply.
     second = af.trigger(DAG_ID, form(sandbox))
-    time.sleep(5)
+    af.wait_for_task_state(DAG_ID, run_id, "core_infrastructure.terraform_apply", ("success",), timeout=600)
     assert af.run(DAG_ID, second)["state"] == "queued"
     assert all(state in (None, "scheduled") for state in states(af, second).values())
     af._call("PATCH", f"/dags/{DAG_ID}/dagRuns/{second}", json={"state": "failed"})
@@ -125,7 +148,7 @@ def test_three_phases_pass_with_approval_and_the_run_stops_at_the_first_unbuilt_
     assert summary(rep)["phase reached"] == "read_replica"
     assert summary(rep)["stopped at"] == "usage_metering.usage_metering_gate"
     approval_row = next(s for s in rep["sections"] if s["title"] == "Approvals")["tables"][0]["rows"][0]
-    assert approval_row[2] == "Approve" and approval_row[3] == "admin"
+    assert approval_row[0] == APPROVE and approval_row[2] == "Approve" and approval_row[3] == "admin"
     outputs = next(s for s in rep["sections"] if s["title"] == "Terraform outputs")["tables"][0]["rows"]
     assert ["db_replica_identifier", "bisman-erp-staging-replica"] in outputs
     steps = {r[0]: r for r in next(s for s in rep["sections"]
@@ -169,15 +192,18 @@ def test_plan_replacing_the_database_is_flagged_first_and_rejecting_it_applies_n
     assert details["body"].index("terraform_data.db_primary") < details["body"].index("**Plan:**")
     assert details["subject"].startswith("Apply the Terraform plan to staging? DATA AT RISK")
 
-    finished(af, run_id)
+    # Rejected: the run is not a success, nothing after the approval ran, the lock is back.
+    assert finished(af, run_id) == "failed"
     st = states(af, run_id)
-    assert st["core_infrastructure.terraform_apply"] == "skipped"
-    assert st["read_replica.replica_lag_below_threshold"] == "skipped"
+    assert st[APPROVE] == "failed"
+    assert st["core_infrastructure.terraform_apply"] == "upstream_failed"
+    assert st["read_replica.replica_lag_below_threshold"] == "upstream_failed"
     assert st["release_change_lock"] == "success"
     assert _backend_state(sandbox) == state_before
     assert lock_holder(sandbox) is None
     rep, _ = report(sandbox, run_id)
     assert rep["outcome"] == "rejected"
+    assert summary(rep)["stopped because"] == "Reject by admin"
     plan = next(s for s in rep["sections"] if s["title"] == "Terraform plan")["values"]
     assert "replace terraform_data.db_primary" in plan["stateful resources destroyed or replaced"]
 
@@ -194,41 +220,46 @@ def _backend_state(sandbox) -> str:
 
 
 def test_bad_form_values_are_refused_before_a_run_exists(af, sandbox):
+    runs_before = run_count(af)
     for field, value in (("environment", "production"), ("domain_name", "not a domain")):
         with pytest.raises(SandboxError, match="400"):
             af.trigger(DAG_ID, form(sandbox, **{field: value}))
+    assert run_count(af) == runs_before
 
 
 def test_prod_with_test_stripe_key_and_weak_jwt_fails_in_preflight_before_any_change(af, sandbox):
     sm = sandbox_aws.client(sandbox, "secretsmanager")
     prod = ResourceNames("bisman-erp", "prod")
-    values = sandbox_aws.sandbox_app_secret(sandbox)
-    values.update({"JWT_SECRET": "short-jwt", "STRIPE_SECRET_KEY": "sk_test_sandbox_not_secret"})
-    sm.create_secret(Name=prod.app_secret_name, SecretString=json.dumps(values))
+    good = sm.get_secret_value(SecretId=prod.app_secret_name)["SecretString"]
+    values = {**json.loads(good), "JWT_SECRET": "short-jwt",
+              "STRIPE_SECRET_KEY": "sk_test_sandbox_not_secret"}
+    sm.put_secret_value(SecretId=prod.app_secret_name, SecretString=json.dumps(values))
     try:
         run_id = af.trigger(DAG_ID, form(sandbox, environment="prod", domain_name="api.staging.bisman.test"))
         assert finished(af, run_id) == "failed"
-        st = states(af, run_id)
-        assert st["preflight.app_secrets_valid"] == "failed"
-        for untouched in ("preflight.state_backend_ready", "preflight.acquire_change_lock",
-                          "core_infrastructure.terraform_init", "core_infrastructure.terraform_plan"):
-            assert st[untouched] == "upstream_failed", untouched
-        because = failure_of(af, run_id, "preflight.app_secrets_valid")["message"]
-        assert "JWT_SECRET is 72 bits" in because
-        assert "prod needs a sk_live_ key" in because
-        assert "short-jwt" not in because
-        s3 = sandbox_aws.client(sandbox, "s3")
-        assert prod.state_bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     finally:
-        sm.delete_secret(SecretId=prod.app_secret_name, ForceDeleteWithoutRecovery=True)
+        sm.put_secret_value(SecretId=prod.app_secret_name, SecretString=good)
+    st = states(af, run_id)
+    assert st["preflight.app_secrets_valid"] == "failed"
+    for untouched in ("preflight.state_backend_ready", "preflight.acquire_change_lock",
+                      "core_infrastructure.terraform_init", "core_infrastructure.terraform_plan"):
+        assert st[untouched] == "upstream_failed", untouched
+    because = failure_of(af, run_id, "preflight.app_secrets_valid")["message"]
+    assert "JWT_SECRET is 72 bits" in because
+    assert "prod needs a sk_live_ key" in because
+    assert "short-jwt" not in because
+    ddb = sandbox_aws.client(sandbox, "dynamodb")
+    assert change_lock.current(ddb, prod.lock_table, "prod") is None
+    rep, markdown = report(sandbox, run_id, prod)
+    assert rep["outcome"] == "refused" and "short-jwt" not in markdown
 
 
 def failure_of(af, run_id: str, task_id: str) -> dict:
-    """The failure a step recorded (prod has no state bucket here, so no report in S3)."""
-    entry = af._call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/failure"
-                            "?deserialize=true")
+    """The failure a step recorded for the report."""
+    entry = af._call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/"
+                            "change_record?deserialize=true")
     value = entry["value"]
-    return json.loads(value) if isinstance(value, str) else value
+    return (json.loads(value) if isinstance(value, str) else value)["failure"]
 
 
 def test_terraform_failing_mid_apply_releases_the_lock_and_the_report_says_where(af, sandbox):
@@ -260,7 +291,9 @@ def test_lag_that_never_drops_times_out_reporting_the_lag_seen(af, sandbox, monk
     monkeypatch.setenv(replica_lag_publisher.OVERRIDE_ENV, "5.0")
     replica_lag_publisher.start(sandbox, replica_id=replica_id)
     try:
-        time.sleep(replica_lag_publisher.INTERVAL_S + 2)
+        cloudwatch = sandbox_aws.client(sandbox, "cloudwatch")
+        wait_until(lambda: (cloudwatch_replica_lag(cloudwatch, replica_id)["value"] or 0) >= 5.0,
+                   timeout=120, what="the overridden replica lag in CloudWatch", interval=1)
         conf = form(sandbox, replica_lag_timeout_seconds=30, replica_failure_drill=False)
         run_id = af.trigger(DAG_ID, conf)
         approve(af, run_id)

@@ -602,11 +602,15 @@ def terraform_version_supported(settings: dict) -> dict:
     from bisman_ops.terraform import TerraformError
 
     s = RolloutSettings.from_dict(settings)
+    tf = core_infrastructure.terraform_session(s, "version")
     try:
-        version = core_infrastructure.terraform_session(s, "version").version()
+        tf.prepare_from_directory(s.terraform_dir)  # Terraform runs in the session's directory
+        version = tf.version()
     except TerraformError as exc:
         raise CheckFailed("Terraform on this worker", str(exc), "a working terraform",
                           "Install Terraform on the workers, then clear this task") from None
+    finally:
+        tf.cleanup()
     return terraform_version_check(version, TERRAFORM_MINIMUM)
 
 
@@ -629,7 +633,7 @@ def app_secrets_valid(settings: dict) -> Result:
     s = RolloutSettings.from_dict(settings)
     values = read_app_secret(aws("secretsmanager"), s.names.app_secret_name)
     verdict = check_app_secrets(values, s.environment, s.generate_missing_secrets)
-    measured: dict[str, Any] = {"secret": s.names.app_secret_name, "values": verdict.measured,
+    measured: dict[str, Any] = {"secret_name": s.names.app_secret_name, "values": verdict.measured,
                                 "to_generate": verdict.to_generate}
     problems = list(verdict.problems)
     if values.get("STRIPE_SECRET_KEY") and not any(p.startswith("STRIPE_SECRET_KEY") for p in problems):
