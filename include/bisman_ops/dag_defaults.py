@@ -45,21 +45,3 @@ def cron_from_env(name: str, environ: dict | None = None) -> str:
     if not croniter.is_valid(value):
         raise ValueError(f"{name}={value!r} is not a valid cron expression")
     return value
-
-
-class NotImplementedYet(NotImplementedError):
-    """Raised by a task whose step is not built yet, so a run never pretends to succeed."""
-
-    def __init__(self, step: str, issue: str):
-        super().__init__(f"{step}: not implemented yet ({issue}); this run stops here")
-
-
-def not_built(task_id: str, issue: str):
-    """A task for a step that is not built yet: it fails with a clear message when it runs."""
-    from airflow.sdk import task
-
-    @task(task_id=task_id)
-    def _not_built() -> None:
-        raise NotImplementedYet(task_id, issue)
-
-    return _not_built()

@@ -1,9 +1,9 @@
 """``bisman_rollout`` end to end against the sandbox: triggered through the REST API with a conf the
 way the form submits it, the plan approval answered through the REST API as in the UI.
 
-The phases after read_replica are not built yet and fail on purpose, so a good run ends failed at
-``usage_metering``; these tests assert the three built groups and where the run stopped. Every wait
-is on a condition (a task's state, a datapoint), never a fixed sleep.
+Phases after read_replica are still being built (an unbuilt one fails on purpose), so a good run
+ends failed in a later phase; these tests assert the three groups built here and that the run
+stopped after them. Every wait is on a condition (a task's state, a datapoint), never a fixed sleep.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.timeout(1800)
 DAG_ID = "bisman_rollout"
 APPROVE = "core_infrastructure.approve_plan"
 BUILT_GROUPS = ("preflight", "core_infrastructure", "read_replica")
+LATER_PHASES = ("usage_metering", "billing", "scheduled_jobs", "monitoring", "chaos", "post_deploy")
 NAMES = ResourceNames("bisman-erp", "staging")
 RUN_TIMEOUT = 900
 
@@ -138,15 +139,16 @@ def test_three_phases_pass_with_approval_and_the_run_stops_at_the_first_unbuilt_
                  "read_replica.read_replica_gate", "core_infrastructure.terraform_apply",
                  "read_replica.replica_restored", "read_replica.reads_fall_back_to_primary"):
         assert st[gate] == "success", gate
-    assert st["usage_metering.usage_metering_gate"] == "failed"
-    assert st["billing.billing_gate"] == "upstream_failed"
+    stopped = [t for t, state in st.items() if state == "failed"]
+    assert stopped and all(t.split(".")[0] in LATER_PHASES for t in stopped), stopped
+    assert st["post_deploy.post_deploy_gate"] == "upstream_failed"
     assert st["release_change_lock"] == "success"
     assert lock_holder(sandbox) is None
 
     rep, markdown = report(sandbox, run_id)
     assert rep["outcome"] == "failed"
-    assert summary(rep)["phase reached"] == "read_replica"
-    assert summary(rep)["stopped at"] == "usage_metering.usage_metering_gate"
+    assert summary(rep)["phase reached"] in BUILT_GROUPS[2:] + LATER_PHASES
+    assert summary(rep)["stopped at"] in stopped
     approval_row = next(s for s in rep["sections"] if s["title"] == "Approvals")["tables"][0]["rows"][0]
     assert approval_row[0] == APPROVE and approval_row[2] == "Approve" and approval_row[3] == "admin"
     outputs = next(s for s in rep["sections"] if s["title"] == "Terraform outputs")["tables"][0]["rows"]
@@ -159,9 +161,10 @@ def test_three_phases_pass_with_approval_and_the_run_stops_at_the_first_unbuilt_
     assert steps["read_replica.replica_lag_below_threshold"][2]["sql_replay_lag_s"] < 1.0
     assert steps["read_replica.reads_fall_back_to_primary"][2]["read_route"] == "fallback"
     assert "sandbox-jwt-secret" not in markdown and "sk_test_sandbox" not in markdown
-    # The not-built phase notified the team by email and Slack.
-    sinks.wait_for_mail(sandbox, lambda m: "usage_metering_gate" in m["subject"])
-    sinks.wait_for_slack(sandbox, lambda p: "usage_metering_gate" in json.dumps(p))
+    # Where it stopped, the team was told by email and Slack.
+    where = summary(rep)["stopped at"]
+    sinks.wait_for_mail(sandbox, lambda m: where in m["subject"])
+    sinks.wait_for_slack(sandbox, lambda p: where in json.dumps(p))
 
 
 def test_plan_without_changes_skips_approval_and_apply(af, sandbox):
@@ -170,7 +173,7 @@ def test_plan_without_changes_skips_approval_and_apply(af, sandbox):
     approve(af, first)
     finished(af, first)
     again = af.trigger(DAG_ID, conf)
-    assert finished(af, again) == "failed"  # at usage_metering, as every run for now
+    assert finished(af, again) == "failed"  # in a phase still being built, as every run for now
     st = states(af, again)
     assert st[APPROVE] == "skipped" and st["core_infrastructure.terraform_apply"] == "skipped"
     assert st["core_infrastructure.terraform_outputs_checked"] == "success"

@@ -1,3 +1,3 @@
-"""The logic of the ``bisman_rollout`` DAG, one module per phase. Functions take plain values and
-clients and return plain values, so they are tested without a scheduler; ``tasks`` is the edge
-where Airflow connections become clients."""
+"""The ``bisman_rollout`` DAG's phases, one module per checklist phase, each holding its checks
+(functions of plain values and clients, tested without a scheduler) and its tasks (``@step``
+functions the DAG file declares, fed the validated settings and the Terraform outputs)."""
