@@ -15,6 +15,7 @@ SMTP_CONN_ID = "smtp_default"
 SLACK_CONN_ID = "bisman_slack_webhook"
 PROMETHEUS_CONN_ID = "bisman_prometheus"
 ALERTMANAGER_CONN_ID = "bisman_alertmanager"
+GRAFANA_CONN_ID = "grafana_default"  # host: Grafana base URL; password: service-account token
 
 TEAM_EMAIL_ENV = "BISMAN_TEAM_EMAIL"
 DEFAULT_TEAM_EMAIL = "platform-team@bisman.example"

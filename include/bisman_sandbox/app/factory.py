@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -12,6 +13,7 @@ from flask import Flask, Response, g, jsonify, request
 from bisman_sandbox.app import db, read_routing, redis_client, stripe_webhook, usage_meter
 from bisman_sandbox.app.auth import Unauthorized, claims_of, require_role
 from bisman_sandbox.app.metrics import Metrics, gauge
+from bisman_sandbox.app.queries import sql
 from bisman_sandbox.app.routing_log import RoutingLog
 from bisman_sandbox.app.settings import Settings, redact
 
@@ -42,6 +44,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         g.started = time.perf_counter()
         supplied = request.headers.get("X-Request-Id", "")
         g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        if settings.fault_file and os.path.exists(settings.fault_file) and not request.path.startswith(
+                _UNMETERED_PREFIXES):
+            return error(500, "fault injected (sandbox alert drill)")
         g.claims, g.auth_error = None, None
         try:
             g.claims = claims_of(request, settings.jwt_secret)
@@ -79,6 +84,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         metrics.observe_request(request.method, route, response.status_code, elapsed)
+        claims = g.get("claims")
+        if claims is not None and claims.tenant_id is not None:
+            metrics.inc("app_tenant_requests_total", {"tenant_id": str(claims.tenant_id),
+                                                      "status": str(response.status_code)})
         return response
 
     @app.errorhandler(Unauthorized)
@@ -181,9 +190,27 @@ def create_app(settings: Settings | None = None) -> Flask:
             **gauge("app_database_up", {"pool": "read-only"}, _replica_up(settings)),
             **gauge("app_redis_up", {}, check_redis()[1] is None),
         }
+        gauges.update(_database_gauges(settings))
         return Response(metrics.render(gauges), mimetype="text/plain; version=0.0.4")
 
     return app
+
+
+def _database_gauges(settings: Settings) -> dict:
+    """Per-tenant quota use (primary) and the replica's replay lag, measured at scrape time."""
+    out: dict = {}
+    try:
+        with db.connect(settings) as conn:
+            for r in conn.execute(sql("tenant_quota_use")).fetchall():
+                out[("app_tenant_quota_used_ratio", (("period", r["period"]),
+                                                     ("tenant_id", str(r["tenant_id"]))))] = float(r["ratio"])
+        with db.connect(settings, replica=True) as conn:
+            lag = conn.execute(sql("replica_lag")).fetchone()["lag"]
+            if lag is not None:
+                out[("app_database_replica_lag_seconds", ())] = float(lag)
+    except Exception:  # a database down is reported by app_database_up
+        pass
+    return out
 
 
 def _replica_up(settings: Settings) -> bool:

@@ -24,6 +24,9 @@ _FAMILIES = {
     "app_quota_rejections_total": ("counter", "Tenant requests refused with 429, by period."),
     "app_database_up": ("gauge", "1 when the PgBouncer pool answers SELECT 1, by pool."),
     "app_redis_up": ("gauge", "1 when the Redis master (through Sentinel) answers PING."),
+    "app_tenant_requests_total": ("counter", "Authenticated tenant requests, by tenant and status."),
+    "app_tenant_quota_used_ratio": ("gauge", "A tenant's api_calls usage over its quota, by period."),
+    "app_database_replica_lag_seconds": ("gauge", "Replay lag of the read replica (0 when caught up)."),
 }
 
 Labels = tuple[tuple[str, str], ...]

@@ -32,6 +32,7 @@ class Settings:
     app_log_group: str | None
     routing_log_file: str | None
     metrics_dir: str | None
+    fault_file: str | None = None  # while this file exists, API requests answer 500 (alert drills)
     usage_meter_enabled: bool = True
     quota_enforcement_enabled: bool = True
     db_connect_timeout: int = 2
@@ -63,6 +64,7 @@ class Settings:
             app_log_group=env.get("APP_LOG_GROUP") or None,
             routing_log_file=env.get("ROUTING_LOG_FILE") or None,
             metrics_dir=env.get("METRICS_DIR") or None,
+            fault_file=env.get("FAULT_FILE") or None,
             usage_meter_enabled=_flag(env.get("USAGE_METER_ENABLED"), True),
             quota_enforcement_enabled=_flag(env.get("QUOTA_ENFORCEMENT_ENABLED"), True),
             db_connect_timeout=int(env.get("DB_CONNECT_TIMEOUT_SECONDS", "2")),
