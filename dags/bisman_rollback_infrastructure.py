@@ -10,8 +10,9 @@ applied only once you approve it.
 1. Trigger with the form: environment; `git_ref` (empty: the commit before the current one among
    those touching the Terraform directory); `terraform_dir` (a git work tree); the **reason**.
 2. Type the environment name in **confirm**.
-3. Under the environment's change lock, `validate_request` checks the ref exists and has a
-   Terraform configuration in that directory, and lists the files the revert changes.
+3. `validate_request` checks the ref exists and has a Terraform configuration in that directory, and
+   lists the files the revert changes; only then is the environment's change lock taken and the team
+   told what starts.
 4. `checkout_and_plan` exports that revision with `git archive` into a clean working directory
    (your working tree is never touched) and plans it with real Terraform against **that
    environment's** state (`<project>/<environment>/terraform.tfstate` in its state bucket, locked in
@@ -21,8 +22,8 @@ applied only once you approve it.
 5. `approve_plan` shows the summary — **destroys or replaces of databases and Redis first** — and
    waits for Approve/Reject (the UI's Required Actions; no answer in time is a Reject).
 6. `apply_approved_plan` downloads exactly that plan (any worker), checks both hashes and applies
-   it; Terraform itself refuses a plan another apply made stale. `verify_outputs_and_health` checks
-   CONTRACT.md's outputs and the health endpoints.
+   it; Terraform itself refuses a plan another apply made stale. `outputs_checked` checks
+   CONTRACT.md's outputs, `application_healthy` the health endpoints.
 7. The lock is released; report (JSON + Markdown) in the state bucket under `reports/<env>/`; the
    team gets the outcome with the reason.
 
@@ -42,8 +43,10 @@ from airflow.sdk import DAG, Param, chain, task
 from bisman_ops import params
 from bisman_ops.change import lock, report
 from bisman_ops.change.approval import ChangeApproval
+from bisman_ops.change.notify import TeamNotifier
 from bisman_ops.change.step import Result, context, step
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
+from bisman_ops.rollback import steps
 
 DAG_ID = "bisman_rollback_infrastructure"
 TITLE = "Infrastructure rollback (Terraform revert)"
@@ -51,19 +54,9 @@ TITLE = "Infrastructure rollback (Terraform revert)"
 APPROVAL_TIMEOUT = timedelta(seconds=min(2 * 3600, lock.lease_seconds() / 2))
 
 
-@step
-def notify_team_of_start() -> dict:
-    from bisman_ops.change import notify
-
-    p = context()["params"]
-    what = (f"{TITLE}: {p['environment']} to {p.get('git_ref') or 'the previous commit'} "
-            f"(reason: {p.get('reason')})")
-    notice = notify.notice_from_context(context(), event="started", what=what, measured="", next_step="")
-    return {"notified": notify.deliver(notice)}
-
-
-@step
+@step(lease=False)
 def validate_request() -> Result:
+    """Before the lock is taken or anyone is told: the request is one that can be planned."""
     from bisman_ops.change.report import Section
     from bisman_ops.rollback import infrastructure
 
@@ -130,17 +123,15 @@ def apply_approved_plan(request: dict, planned: dict, answer: dict) -> Result:
 
 
 @step
-def verify_outputs_and_health(outputs: dict) -> Result:
+def outputs_checked(outputs: dict) -> Result:
     from bisman_ops.change.errors import fail_unless
     from bisman_ops.change.report import Section
-    from bisman_ops.rollback import health
     from bisman_ops.terraform import check_outputs
 
     fail_unless(check_outputs(outputs), "Terraform outputs (CONTRACT.md)", "every output present",
                 "Add them to the configuration, then trigger again")
-    section = Section("Outputs and health")
-    section.table("Outputs", ["name", "value"], [[k, v] for k, v in sorted(outputs.items())])
-    section.table("Health", ["path", "status", "ms"], health.check_health())
+    section = Section("Outputs")
+    section.table("terraform output -json", ["name", "value"], [[k, v] for k, v in sorted(outputs.items())])
     return Result(value=None, sections=[section], measured={"outputs": len(outputs)})
 
 
@@ -150,7 +141,7 @@ with DAG(
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=CHANGE_ARGS,
+    default_args={**CHANGE_ARGS, "on_failure_callback": [TeamNotifier()]},
     tags=["bisman", "rollback"],
     doc_md=__doc__,
     params={
@@ -168,9 +159,12 @@ with DAG(
     },
 ) as dag:
     begin = report.begin_run_report()
+    request = validate_request()
     taken = lock.acquire_change_lock(
         note="{{ dag.dag_id }}: {{ params.environment }} to {{ params.git_ref or 'previous commit' }}")
-    request = validate_request()
+    started = steps.notify_team_of_start(
+        what="Terraform configuration of {{ params.environment }} reverted to "
+        "{{ params.git_ref or 'the previous commit' }}")
     planned = checkout_and_plan(request)
     approve = ChangeApproval(
         task_id="approve_plan",
@@ -179,9 +173,10 @@ with DAG(
         response_timeout=APPROVAL_TIMEOUT,
     )
     outputs = apply_approved_plan(request, planned, approve.output)
-    verified = verify_outputs_and_health(outputs)
+    checked = outputs_checked(outputs)
+    healthy = steps.application_healthy()
     release = lock.release_change_lock()
-    written = report.write_run_report(TITLE, purpose="{{ params.reason }}", notify_team=True)
-    chain(begin, taken, notify_team_of_start(), request)
-    chain(planned, plan_has_changes(planned), approve)
-    chain(verified, release.as_teardown(setups=taken), written.as_teardown(setups=begin))
+    written = report.write_run_report(TITLE + " in {{ params.environment }}", purpose="{{ params.reason }}",
+                                      notify_team=True)
+    chain(begin, request, taken, started, planned, plan_has_changes(planned), approve)
+    chain(checked, healthy, release.as_teardown(setups=taken), written.as_teardown(setups=begin))
