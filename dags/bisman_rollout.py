@@ -46,6 +46,7 @@ from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollout import core_infrastructure as core
 from bisman_ops.rollout import preflight as pre
 from bisman_ops.rollout import read_replica as replica
+from bisman_ops.rollout import usage_metering as usage
 
 DAG_ID = "bisman_rollout"
 ISSUE = "rollout phases are being built"
@@ -89,6 +90,7 @@ with DAG(
                                              title="Certificate wait (s)",
                                              description="How long to wait for the ACM certificate to be "
                                                          "ISSUED."),
+        **usage.PARAMS,
     },
 ) as dag:
     begun = report.begin_run_report()
@@ -136,7 +138,17 @@ with DAG(
 
     # One block per phase still to build: each is replaced by its phase module's tasks.
     with TaskGroup(group_id="usage_metering") as usage_metering:
-        not_built("usage_metering_gate", ISSUE)
+        shape = usage.usage_params_valid()
+        started = usage.migrations_task_started(outputs)
+        migrated = usage.migrations_succeeded(outputs, started)
+        test_tenants = usage.test_tenants_created()
+        load = usage.load_test_within_thresholds(outputs, shape, test_tenants)
+        metering = usage.metering_exact(test_tenants, load)
+        quota = usage.quota_enforced(outputs, test_tenants)
+        removed = usage.test_tenants_removed(test_tenants).as_teardown(setups=test_tenants)
+        chain(shape, usage.meter_settings_enabled(outputs), started, migrated,
+              usage.usage_tables_match_contract(migrated), test_tenants, load, metering, quota, removed,
+              usage.usage_metering_gate(load, metering, quota))
 
     with TaskGroup(group_id="billing") as billing:
         not_built("billing_gate", ISSUE)

@@ -214,6 +214,8 @@ def settings(ctx: SandboxContext) -> dict[str, str]:
     from bisman_ops.extension import env_var
 
     return {env_var("service_tasks"): "bisman_sandbox.rollback_impl:SandboxServiceTasks",
+            # moto runs no ECS task: the migrations' one-off task runs for real (one_off_tasks.py).
+            env_var("one_off_task_runner"): "bisman_sandbox.one_off_tasks:SandboxOneOffTaskRunner",
             # The deployment the sandbox's Airflow operates (bisman_ops.config.deployment).
             "BISMAN_PROJECT_NAME": context.PROJECT_NAME, "BISMAN_ENVIRONMENT": context.ENVIRONMENT}
 
@@ -903,6 +905,9 @@ def _task_definition(
         "DB_NAME": n.db_name,
         "REDIS_SENTINEL_MASTER": context.REDIS_MASTER_NAME,
         "PUBLIC_API_URL": f"https://{domain(n.environment)}",
+        # The usage meter and quota enforcement, on (the rollout's usage_metering phase checks them).
+        "USAGE_METER_ENABLED": "true",
+        "QUOTA_ENFORCEMENT_ENABLED": "true",
     }
     return {
         "family": n.app_task_family,

@@ -23,6 +23,11 @@ def rollout_conf(ctx: SandboxContext) -> dict:
         "app_image": "bisman-erp:sandbox-2",
         "domain_name": SANDBOX_DOMAIN,
         "terraform_dir": str(workspace_dir(ctx)),
+        # usage_metering: a short load test (prod: 100 users for 5 min), thresholds for 2 cores.
+        "load_test_users": 5,
+        "load_test_duration_seconds": 15,
+        "load_test_p95_ms": 1000,
+        "load_test_min_rps": 1,
     }
 
 
