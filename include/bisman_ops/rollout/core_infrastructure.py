@@ -24,6 +24,7 @@ from bisman_ops.rollout.settings import RolloutSettings
 POOL_LOAD_CONCURRENCY = 24
 POOL_LOAD_SECONDS = 4.0
 POOL_SAMPLE_INTERVAL_S = 0.05
+HEALTH_LOAD_PATH = "/api/health/db"
 TERRAFORM_ENV_VARIABLE = "bisman_terraform_env"
 
 
@@ -204,13 +205,7 @@ def measure_pooling(admin_conn_id: str, db_name: str, *, primary_conn_id: str | 
     from bisman_ops.clients import pgbouncer, postgres
 
     if load is None:
-        from bisman_ops.clients import app_http
-
-        def load() -> bool:
-            try:
-                return app_http.request("GET", "/api/health/db", attempts=1).status_code == 200
-            except Exception:  # counted as failed; the verdict says if none succeeded
-                return False
+        load = _health_load(HEALTH_LOAD_PATH)
 
     with pgbouncer.connect(admin_conn_id) as admin:
         entry = pgbouncer.database_entry(admin, db_name)
@@ -263,6 +258,28 @@ def measure_pooling(admin_conn_id: str, db_name: str, *, primary_conn_id: str | 
         "samples": samples,
         "pg_stat_activity_peak": peak_backends,
     })
+
+
+def _health_load(path: str):
+    """One GET of the application's ``path`` per call, from a session per thread. The URL comes
+    from the Airflow connection once, here, not from each load thread: a connection lookup inside
+    a task may go through the task supervisor, which the threads must not share."""
+    import requests
+
+    from bisman_ops.clients import app_http
+
+    url = f"{app_http.base_url()}{path}"
+    local = threading.local()
+
+    def load() -> bool:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        try:
+            return session.get(url, timeout=app_http.HTTP_TIMEOUT_S).status_code == 200
+        except requests.RequestException:  # counted as failed; the verdict says if none succeeded
+            return False
+
+    return load
 
 
 def outputs_problems(outputs: dict[str, Any]) -> list[str]:

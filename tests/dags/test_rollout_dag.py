@@ -1,0 +1,68 @@
+"""The rollout DAG declares, it does not dispatch: every task's callable is a function of a phase
+module (or the change layer) that an IDE can jump to, the plan feeds the approval and the apply,
+the Terraform outputs feed the later checks, and the waits are reschedule-mode sensors."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import runpy
+from pathlib import Path
+
+import pytest
+
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "bisman_rollout.py"
+PLACEHOLDER = "not_built_yet"  # the one nested function: a phase still to be built
+
+
+@pytest.fixture(scope="module")
+def dag():
+    return runpy.run_path(str(DAG_FILE))["dag"]
+
+
+def test_every_task_runs_a_module_level_function_of_the_product(dag):
+    for task in dag.tasks:
+        callable_ = getattr(task, "python_callable", None)
+        if callable_ is None:
+            continue
+        fn = inspect.unwrap(callable_)
+        if fn.__name__ == PLACEHOLDER:
+            continue
+        assert fn.__module__.startswith("bisman_ops."), f"{task.task_id}: {fn.__module__}"
+        declared = getattr(importlib.import_module(fn.__module__), fn.__name__)
+        assert inspect.unwrap(declared.function) is fn, f"{task.task_id} is not {fn.__module__}.{fn.__name__}"
+
+
+def test_the_plan_feeds_the_approval_and_the_apply_and_the_outputs_feed_the_checks(dag):
+    t = dag.task_dict
+    plan = "core_infrastructure.terraform_plan"
+    assert plan in t["core_infrastructure.approve_plan"].upstream_task_ids
+    apply_upstream = t["core_infrastructure.terraform_apply"].upstream_task_ids
+    assert {plan, "core_infrastructure.approve_plan"} <= apply_upstream
+    outputs = "core_infrastructure.terraform_outputs_checked"
+    for check in ("core_infrastructure.pgbouncer_connected_to_primary", "read_replica.replica_taken_down",
+                  "read_replica.replica_lag_below_threshold", "read_replica.reads_fall_back_to_primary"):
+        assert outputs in t[check].upstream_task_ids, check
+
+
+def test_waits_are_reschedule_sensors_and_the_approval_times_out_before_the_lease(dag):
+    from bisman_ops.change import lock
+    from bisman_ops.change.approval import ChangeApproval
+
+    sensors = [t for t in dag.tasks if t.__class__.__name__ == "DecoratedSensorOperator"]
+    assert {t.task_id.split(".")[-1] for t in sensors} >= {
+        "certificate_issued", "rds_primary_available", "replica_lag_below_threshold", "replica_back_in_sync"}
+    assert all(t.mode == "reschedule" for t in sensors)
+    approvals = [t for t in dag.tasks if isinstance(t, ChangeApproval)]
+    assert "core_infrastructure.approve_plan" in {t.task_id for t in approvals}
+    for approval in approvals:
+        assert approval.response_timeout.total_seconds() < lock.DEFAULT_LEASE_SECONDS, approval.task_id
+        assert approval.defaults == ["Reject"], approval.task_id
+
+
+def test_the_lock_and_the_report_are_teardowns_and_the_drill_restore_tears_down_its_setup(dag):
+    t = dag.task_dict
+    assert t["release_change_lock"].is_teardown and t["write_run_report"].is_teardown
+    assert t["read_replica.replica_restored"].is_teardown
+    assert "read_replica.replica_taken_down" in t["read_replica.replica_restored"].upstream_task_ids
+    assert "read_replica.replica_restored" in t["release_change_lock"].upstream_task_ids
