@@ -34,7 +34,7 @@ RUN_TIMEOUT = 900
 
 @pytest.fixture(scope="module")
 def af(airflow):
-    airflow.wait_for_dag(DAG_ID)
+    airflow.wait_for_dag(DAG_ID, timeout=900)  # all DAG files parsed first, on a busy machine
     assert airflow.import_errors() == []
     airflow.unpause(DAG_ID)
     return airflow
