@@ -46,6 +46,7 @@ from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollout import core_infrastructure as core
 from bisman_ops.rollout import preflight as pre
 from bisman_ops.rollout import read_replica as replica
+from bisman_ops.rollout import scheduled_jobs as jobs
 from bisman_ops.rollout import usage_metering as usage
 
 DAG_ID = "bisman_rollout"
@@ -91,6 +92,7 @@ with DAG(
                                              description="How long to wait for the ACM certificate to be "
                                                          "ISSUED."),
         **usage.PARAMS,
+        **jobs.PARAMS,
     },
 ) as dag:
     begun = report.begin_run_report()
@@ -154,7 +156,29 @@ with DAG(
         not_built("billing_gate", ISSUE)
 
     with TaskGroup(group_id="scheduled_jobs") as scheduled_jobs:
-        not_built("scheduled_jobs_gate", ISSUE)
+        deployed = jobs.recurring_dags_deployed()
+        unpaused = jobs.recurring_dags_unpaused(deployed)
+        tenants = jobs.smoke_tenants_created(settings)
+        removed = jobs.smoke_tenants_removed(tenants).as_teardown(setups=tenants)
+        customer_visible = jobs.customer_visible_smoke_runs_allowed(settings)
+        smoke_runs = [
+            jobs.smoke_run(task_id="daily_usage_aggregation_smoke_run", dag_id=jobs.DAILY_AGGREGATION),
+            jobs.smoke_run(task_id="weekly_audit_smoke_run", dag_id=jobs.WEEKLY_AUDIT),
+            jobs.smoke_run(task_id="quota_alerts_smoke_run", dag_id=jobs.QUOTA_ALERTS),
+            jobs.smoke_run(task_id="trial_expiry_smoke_run", dag_id=jobs.TRIAL_EXPIRY),
+        ]
+        effects = [
+            jobs.usage_aggregated_for_a_day(tenants),
+            jobs.weekly_audit_report_written(),
+            jobs.quota_alert_sent_once(tenants),
+            jobs.trial_downgraded(tenants),
+        ]
+        jobs_gate = jobs.scheduled_jobs_gate(deployed, unpaused)
+        chain(unpaused, tenants, [*smoke_runs[:2], customer_visible])
+        customer_visible >> smoke_runs[2:]  # prod: no quota or trial runs (they mail and downgrade tenants)
+        chain(smoke_runs, effects)  # each check reads its own run
+        chain(effects, removed, jobs_gate)
+        effects >> jobs_gate  # a failed check fails the phase even though the teardown passed
 
     with TaskGroup(group_id="monitoring") as monitoring:
         not_built("monitoring_gate", ISSUE)
