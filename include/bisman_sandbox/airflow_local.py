@@ -136,6 +136,9 @@ class AirflowLocal:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            # The rollout's scheduled_jobs phase reads this Airflow's own REST API through it.
+            "AIRFLOW_CONN_AIRFLOW_API": json.dumps({"conn_type": "http", "host": self.url,
+                                                    "login": ADMIN_USER, "password": self.password()}),
             # Side ports next to the API's, on loopback, so two local Airflows (a rehearsal and a test
             # run) never fight over Airflow's fixed defaults 8793, 8794 and 8974.
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port + 1),
