@@ -28,6 +28,8 @@ def rollout_conf(ctx: SandboxContext) -> dict:
         "load_test_duration_seconds": 15,
         "load_test_p95_ms": 1000,
         "load_test_min_rps": 1,
+        # scheduled_jobs: the sandbox's Airflow creates DAGs paused; the rehearsal unpauses them.
+        "unpause_recurring_dags": True,
     }
 
 
