@@ -43,6 +43,7 @@ from bisman_ops.change.approval import ChangeApproval
 from bisman_ops.change.notify import TeamNotifier
 from bisman_ops.change.step import not_built
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
+from bisman_ops.rollout import billing as bill
 from bisman_ops.rollout import core_infrastructure as core
 from bisman_ops.rollout import preflight as pre
 from bisman_ops.rollout import read_replica as replica
@@ -92,6 +93,7 @@ with DAG(
                                              description="How long to wait for the ACM certificate to be "
                                                          "ISSUED."),
         **usage.PARAMS,
+        **bill.PARAMS,
         **jobs.PARAMS,
     },
 ) as dag:
@@ -153,7 +155,24 @@ with DAG(
               usage.usage_metering_gate(load, metering, quota))
 
     with TaskGroup(group_id="billing") as billing:
-        not_built("billing_gate", ISSUE)
+        bills = bill.billing_settings_valid(settings)
+        prices = bill.prices_active_for_their_plans(bills, outputs)
+        endpoint_plan = bill.webhook_endpoint_planned(bills, outputs)
+        roll_answer = ChangeApproval(task_id="approve_webhook_secret_roll", question=endpoint_plan,
+                                     response_timeout=APPROVAL_TIMEOUT)
+        applied = bill.stripe_configuration_applied(bills, outputs, prices, endpoint_plan, roll_answer.output)
+        refused = bill.wrongly_signed_event_refused()
+        fixtures = bill.stripe_cli_triggers_replayed(outputs)
+        billing_passed = bill.billing_gate(bills, applied)
+        # Read-only checks first; only an endpoint whose secret is unknown waits for a person.
+        chain(bills, bill.stripe_key_mode_matches_environment(bills, outputs), [prices, endpoint_plan],
+              bill.webhook_secret_roll_needed(endpoint_plan), roll_answer, applied)
+        chain(applied, bill.app_secrets_changed(applied), bill.app_redeployed(outputs),
+              bill.app_rolled_out(outputs), bill.webhook_endpoint_reachable(bills),
+              bill.signed_event_accepted(outputs), refused, bill.test_mode_checks_enabled(bills), fixtures,
+              bill.triggered_events_delivered(fixtures),
+              bill.checkout_session_created(bills, outputs, prices), billing_passed)
+        refused >> billing_passed  # prod: the test-mode checks are skipped; the gate follows the refusal
 
     with TaskGroup(group_id="scheduled_jobs") as scheduled_jobs:
         deployed = jobs.recurring_dags_deployed()

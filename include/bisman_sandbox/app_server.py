@@ -48,6 +48,8 @@ def log_group() -> str:
 
 def app_environment(ctx: SandboxContext) -> dict[str, str]:
     """Every setting the application reads (see app/settings.py)."""
+    from bisman_sandbox.billing_impl import deployed_secret
+
     pgbouncer = f"{HOST}:{ctx.port('pgbouncer')}"
     credentials = f"{sc.DB_USER}:{sc.DB_PASSWORD}"
     env = {
@@ -57,7 +59,8 @@ def app_environment(ctx: SandboxContext) -> dict[str, str]:
         "REDIS_MASTER_NAME": sc.REDIS_MASTER_NAME,
         "REDIS_PASSWORD": sandbox_redis.REDIS_PASSWORD,
         "JWT_SECRET": sc.JWT_SECRET,
-        "STRIPE_WEBHOOK_SECRET": sc.STRIPE_WEBHOOK_SECRET,
+        # As ECS at task start: the application secret's current value (the rollout may replace it).
+        "STRIPE_WEBHOOK_SECRET": deployed_secret(ctx, "STRIPE_WEBHOOK_SECRET", sc.STRIPE_WEBHOOK_SECRET),
         "AWS_ENDPOINT_URL": ctx.url("moto"),
         "AWS_DEFAULT_REGION": sc.AWS_REGION,
         "AWS_ACCESS_KEY_ID": sandbox_aws.FAKE_ACCESS_KEY_ID,
@@ -110,6 +113,14 @@ def down(ctx: SandboxContext) -> None:
 
 def healthy(ctx: SandboxContext) -> bool:
     return _health_status(ctx) == 200
+
+
+def settings(ctx: SandboxContext) -> dict[str, str]:
+    """Phase 4's redeploy restarts this server (bisman_sandbox.billing_impl)."""
+    from bisman_ops.extension import env_var
+    from bisman_sandbox.billing_impl import IMPLEMENTATION
+
+    return {env_var("service_redeploy"): IMPLEMENTATION}
 
 
 def connections(ctx: SandboxContext) -> dict[str, dict]:

@@ -66,7 +66,8 @@ def up(ctx: SandboxContext) -> dict[str, str]:
         include_dir = str(context.PROJECT_ROOT / "include")
         pythonpath = os.pathsep.join(p for p in (include_dir, os.environ.get("PYTHONPATH")) if p)
         argv = [sys.executable, "-c", "from bisman_sandbox.stripe_server import main; main()",
-                "--port", str(ctx.port("stripe")), "--state-dir", str(ctx.state_dir / "stripe")]
+                "--port", str(ctx.port("stripe")), "--state-dir", str(ctx.state_dir / "stripe"),
+                *forwards(ctx)]
         start_process(ctx, NAME, argv, env={"PYTHONPATH": pythonpath})
         try:
             wait_until(lambda: healthy(ctx) or not is_running(ctx, NAME), timeout=START_TIMEOUT_S,
@@ -78,6 +79,16 @@ def up(ctx: SandboxContext) -> dict[str, str]:
                                f"see {ctx.log_dir / 'stripe.log'}")
     seed(ctx)  # idempotent: the sandbox tenants' customers and subscriptions, the plans' prices
     return {"stripe": f"{_base_url(ctx)} (localstripe; state in {ctx.state_dir / 'stripe'})"}
+
+
+def forwards(ctx: SandboxContext) -> list[str]:
+    """``--forward`` arguments: webhooks for the environments' public API domains
+    (``https://api.<env>.bisman.test``, what the rollout registers) reach the local app server,
+    as DNS and the load balancer would route them."""
+    from bisman_sandbox.aws import SEEDED_ENVIRONMENTS, domain
+
+    return [arg for env in SEEDED_ENVIRONMENTS
+            for arg in ("--forward", f"https://{domain(env)}={ctx.url('app')}")]
 
 
 def down(ctx: SandboxContext) -> None:

@@ -23,6 +23,17 @@ Everything not listed here is localstripe unchanged. Extensions:
 - **Chosen ids (sandbox seeding only)**: ``POST /v1/customers`` and ``/v1/subscriptions`` accept ``id``
   (``cus_...``, ``sub_...``) so the emulator's records match the seeded database. Real Stripe rejects it.
 - **State** (localstripe's pickle) lives in ``<state-dir>/store.pickle``, not /tmp, written atomically.
+- **One-off invoices** (``POST /v1/invoices`` for a customer without a subscription): an invoice of the
+  customer's pending invoice items, as the ``stripe trigger invoice.payment_succeeded`` fixture makes
+  (localstripe only invoices subscriptions).
+- **Checkout Sessions**: ``POST /v1/checkout/sessions`` (``mode``, ``line_items[][price|quantity]``,
+  ``success_url``, ``cancel_url``, ``customer``, ``customer_email``, ``client_reference_id``,
+  ``metadata``) and ``GET /v1/checkout/sessions/{id}``: an ``open`` session with a ``url``; the price
+  must exist and be active, recurring for ``mode=subscription``. Nobody pays it (no browser), so no
+  ``checkout.session.completed``.
+- **Public URLs** (``--forward https://api.staging.bisman.test=http://127.0.0.1:PORT``): a webhook
+  whose URL starts with the public prefix is delivered to the local address instead (the sandbox's
+  stand-in for DNS and the load balancer); the endpoint keeps its public URL.
 """
 
 from __future__ import annotations
@@ -71,6 +82,7 @@ INTERVALS = ("day", "week", "month", "year")
 _EVENT_TYPE_RE = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)+)$")
 
 _store_path: Path | None = None
+_forwards: dict[str, str] = {}  # public URL prefix -> local base URL (see --forward)
 _forced_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("forced_id", default=None)
 
 
@@ -340,6 +352,7 @@ async def _post_event(event: Event, targets: list[tuple[str, str, str]]) -> None
     timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for endpoint_id, url, secret in targets:
+            url = forwarded(url)
             t = int(time.time())
             signature = hmac.new(secret.encode(), b"%d." % t + payload, hashlib.sha256).hexdigest()
             headers = {"Content-Type": "application/json; charset=utf-8",
@@ -350,6 +363,80 @@ async def _post_event(event: Event, targets: list[tuple[str, str, str]]) -> None
             except (TimeoutError, aiohttp.ClientError) as e:
                 log.info("webhook %s %s -> %s failed: %s", event.id, event.type, endpoint_id,
                          type(e).__name__)
+
+
+def forwarded(url: str) -> str:
+    """Where a webhook for ``url`` is really sent (``--forward``), else ``url``."""
+    for public, local in _forwards.items():
+        if url == public or url.startswith(public.rstrip("/") + "/"):
+            return local.rstrip("/") + url[len(public.rstrip("/")):]
+    return url
+
+
+# --- one-off invoices -----------------------------------------------------------------------
+
+_original_invoice_create = Invoice._api_create
+
+
+def _create_invoice(customer=None, subscription=None, description=None, metadata=None,
+                    pending_invoice_items_behavior=None, **kwargs):
+    """Stripe invoices a customer's pending items without a subscription; localstripe does not."""
+    cus = Customer._api_retrieve(customer) if isinstance(customer, str) else None
+    if subscription is None and cus is not None and not cus.subscriptions._list \
+            and pending_invoice_items_behavior != "exclude":
+        return Invoice(customer=customer, description=description, metadata=metadata)
+    return _original_invoice_create(customer=customer, subscription=subscription, description=description,
+                                    metadata=metadata,
+                                    pending_invoice_items_behavior=pending_invoice_items_behavior, **kwargs)
+
+
+# --- checkout sessions ----------------------------------------------------------------------
+
+
+class CheckoutSession(StripeObject):
+    object = "checkout.session"
+    _id_prefix = "cs_test_"
+
+    def __init__(self, mode=None, line_items=None, success_url=None, cancel_url=None, customer=None,
+                 customer_email=None, client_reference_id=None, metadata=None, **kwargs):
+        if kwargs:
+            raise UserError(400, "Received unknown parameters: " + ", ".join(kwargs))
+        try:
+            assert mode in ("payment", "subscription", "setup"), "mode"
+            assert isinstance(success_url, str) and re.match(r"^https?://", success_url), "success_url"
+            assert cancel_url is None or (isinstance(cancel_url, str)
+                                          and re.match(r"^https?://", cancel_url)), "cancel_url"
+            assert mode == "setup" or (isinstance(line_items, list) and line_items), "line_items"
+            for item in line_items or []:
+                assert isinstance(item, dict) and isinstance(item.get("price"), str), "line_items[][price]"
+                item["quantity"] = try_convert_to_int(item.get("quantity", 1))
+                assert isinstance(item["quantity"], int) and item["quantity"] > 0, "line_items[][quantity]"
+        except AssertionError as e:
+            raise UserError(400, f"Invalid {e}") from None
+        prices = [Price._api_retrieve(item["price"]) for item in line_items or []]  # 404 when missing
+        for price in prices:
+            if not price.active:
+                raise UserError(400, f"The price `{price.id}` is not active.")
+            if mode == "subscription" and price.type != "recurring":
+                raise UserError(400, f"The price `{price.id}` is not recurring; mode=subscription needs one.")
+        if customer is not None:
+            Customer._api_retrieve(customer)
+        super().__init__()
+        self.mode = mode
+        self.status = "open"
+        self.payment_status = "unpaid"
+        self.success_url = success_url
+        self.cancel_url = cancel_url
+        self.customer = customer
+        self.customer_email = customer_email
+        self.client_reference_id = client_reference_id
+        self.metadata = metadata or {}
+        self.currency = prices[0].currency if prices else None
+        pairs = list(zip(prices, line_items or [], strict=True))
+        self.amount_total = sum(p.unit_amount * i["quantity"] for p, i in pairs)
+        self.line_items = [{"price": p.id, "quantity": i["quantity"]} for p, i in pairs]
+        self.url = f"https://checkout.stripe.com/c/pay/{self.id}"
+        self.expires_at = int(time.time()) + 86400
 
 
 # --- trials ---------------------------------------------------------------------------------
@@ -453,9 +540,10 @@ async def extensions_middleware(request: web.Request, handler):
 # --- wiring ---------------------------------------------------------------------------------
 
 
-def install(state_dir: Path) -> web.Application:
+def install(state_dir: Path, forwards: dict[str, str] | None = None) -> web.Application:
     """Patch localstripe as described above and return its app, ready to run. Call once."""
     global _store_path
+    _forwards.update(forwards or {})
     state_dir.mkdir(parents=True, exist_ok=True)
     _store_path = state_dir / "store.pickle"
     Store.dump_to_disk = _dump_store
@@ -467,11 +555,13 @@ def install(state_dir: Path) -> web.Application:
     Subscription._update = _subscription_update
     SubscriptionItem.price = property(_subscription_item_price)
     webhooks._send_webhook = _deliver_event
+    Invoice._api_create = staticmethod(_create_invoice)
 
     app = server.app
     for cls, methods in ((Price, ("create", "retrieve", "update", "list")),
-                         (WebhookEndpoint, ("create", "retrieve", "update", "delete", "list"))):
-        url = f"/v1/{cls.object}s"
+                         (WebhookEndpoint, ("create", "retrieve", "update", "delete", "list")),
+                         (CheckoutSession, ("create", "retrieve"))):
+        url = "/v1/checkout/sessions" if cls is CheckoutSession else f"/v1/{cls.object}s"
         routes = {"create": ("POST", url, server.api_create), "list": ("GET", url, server.api_list_all),
                   "retrieve": ("GET", url + "/{id}", server.api_retrieve),
                   "update": ("POST", url + "/{id}", server.api_update),
@@ -493,9 +583,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--forward", action="append", default=[], metavar="PUBLIC=LOCAL",
+                        help="deliver webhooks for URLs under PUBLIC to LOCAL instead")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = install(args.state_dir)
+    forwards = dict(f.split("=", 1) for f in args.forward)
+    app = install(args.state_dir, forwards)
     web.run_app(app, host=args.host, port=args.port, print=None,
                 access_log=logging.getLogger("aiohttp.access"))
 
