@@ -24,7 +24,7 @@ test tenants, no quota or trial runs. Test tenants (staging) are removed by a te
 
 from __future__ import annotations
 
-import uuid
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -51,6 +51,7 @@ SMOKE_RUN_ID = SMOKE_RUN_PREFIX + "{{ run_id }}"
 SMOKE_POLL_S = 10
 SMOKE_TIMEOUT = timedelta(minutes=45)  # the slowest job's run bound is longer, but a smoke run is small
 SMOKE_SLUG_PREFIX = "rollout-smoke-"
+SMOKE_ID_BASE = 9_100_000_000_000  # above the usage phase's test range (9_000_000_000_000 + 1e9)
 SMOKE_EMAIL_DOMAIN = "rollout-smoke.bisman.test"
 SMOKE_DAY_QUOTA = 10
 SMOKE_OVER_QUOTA_USAGE = 15  # 150% of the day quota: one 100% alert, no stale 80% one
@@ -172,26 +173,38 @@ class SmokeTenants:
         return [self.usage, self.over_quota, self.trial_ended]
 
 
-def _tenant(cur: Any, tag: str, role: str, plan: str, status: str, trial_ends_at: datetime | None) -> int:
+def smoke_tenant_ids(run_id: str) -> list[int]:
+    """The ids of a run's three test tenants: from a range no real tenant uses (tenants.id has no
+    sequence), derived from the run so that a retry finds and replaces its own."""
+    base = SMOKE_ID_BASE + zlib.crc32(run_id.encode()) % 100_000_000 * 10
+    return [base, base + 1, base + 2]
+
+
+def _tenant(cur: Any, tenant_id: int, tag: str, role: str, plan: str, status: str,
+            trial_ends_at: datetime | None) -> int:
     slug = f"{SMOKE_SLUG_PREFIX}{tag}-{role}"
     cur.execute(
-        "INSERT INTO tenants (slug, name, plan, status, trial_ends_at, billing_email, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, now(), now()) RETURNING id",
-        (slug, f"Rollout smoke test ({role})", plan, status, trial_ends_at, f"{slug}@{SMOKE_EMAIL_DOMAIN}"))
-    return int(cur.fetchone()[0])
+        "INSERT INTO tenants (id, slug, name, plan, status, trial_ends_at, billing_email, created_at,"
+        " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now(), now())",
+        (tenant_id, slug, f"Rollout smoke test ({role})", plan, status, trial_ends_at,
+         f"{slug}@{SMOKE_EMAIL_DOMAIN}"))
+    return tenant_id
 
 
-def create_smoke_tenants(conn: Any, now: datetime | None = None, tag: str | None = None) -> SmokeTenants:
-    """Three test tenants, in one transaction: one with usage for the aggregation, one past its
-    day quota, one whose trial ended. Their quotas are overrides, so no plan's limits matter."""
+def create_smoke_tenants(conn: Any, run_id: str, now: datetime | None = None) -> SmokeTenants:
+    """Three test tenants, in one transaction (a retry replaces its own first): one with usage for
+    the aggregation, one past its day quota, one whose trial ended. Their quotas are overrides, so
+    no plan's limits matter."""
     now = now or datetime.now(UTC)
-    tag = tag or uuid.uuid4().hex[:10]
+    ids = smoke_tenant_ids(run_id)
+    tag = f"{ids[0] % 1_000_000_000:09d}"
+    remove_smoke_tenants(conn, ids)
     today = now.astimezone(UTC).date()
     seeded = {(today - timedelta(days=i + 1)).isoformat(): q for i, q in enumerate(SMOKE_SEEDED_USAGE)}
     with conn.transaction(), conn.cursor() as cur:
-        usage = _tenant(cur, tag, "usage", "pro", "active", None)
-        over = _tenant(cur, tag, "over-quota", "pro", "active", None)
-        trial = _tenant(cur, tag, "trial-ended", "pro", "trialing", now - timedelta(hours=2))
+        usage = _tenant(cur, ids[0], tag, "usage", "pro", "active", None)
+        over = _tenant(cur, ids[1], tag, "over-quota", "pro", "active", None)
+        trial = _tenant(cur, ids[2], tag, "trial-ended", "pro", "trialing", now - timedelta(hours=2))
         quotas = [(usage, "day", None), (usage, "month", None), (over, "day", SMOKE_DAY_QUOTA),
                   (over, "month", None)]
         cur.executemany("INSERT INTO tenant_quotas (tenant_id, metric, period, quota) "
@@ -365,7 +378,7 @@ def smoke_tenants_created(settings: dict) -> dict | None:
     if settings["environment"] == "prod":
         return None
     with _connect() as conn:
-        made = create_smoke_tenants(conn)
+        made = create_smoke_tenants(conn, context()["run_id"])
     return {"tag": made.tag, "usage": made.usage, "over_quota": made.over_quota,
             "trial_ended": made.trial_ended, "seeded": made.seeded, "ids": made.ids}
 
