@@ -1,11 +1,11 @@
 """The checklist's load test (``npm run test:load -- --vus 100 --duration 5m``) with locust headless,
 in a child process, against the application; judged like k6 thresholds.
 
-``run`` starts ``python -m locust`` on ``locustfile.py`` with the tenants' tokens in a private file
-(never on a command line or in a log), waits for it within a timeout, and reads the per-tenant,
-per-status counts and latencies the locustfile wrote. ``summarize`` turns them into p50/p95/p99,
-throughput and status counts; ``thresholds`` judges them, each threshold on its own, and the check
-fails naming every threshold crossed:
+``run`` starts ``python -m locust`` on ``include/load_tests/usage_metering_locustfile.py`` with the
+tenants' tokens in a private file (never on a command line or in a log), waits for it within a
+timeout, and reads the per-tenant, per-status counts and latencies the locustfile wrote.
+``summarize`` turns them into p50/p95/p99, throughput and status counts; ``thresholds`` judges
+them, each threshold on its own, and the check fails naming every threshold crossed:
 
 - ``p(95) < p95_ms`` over every response except the expected 429s;
 - ``error ratio < max_error_ratio``: responses other than 200 (no answer counts) out of all, the
@@ -27,7 +27,8 @@ from typing import Any
 
 from bisman_ops.change.errors import CheckFailed, fail_unless
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+# Outside the package on purpose: importing it imports locust, which monkey-patches the process.
+LOCUSTFILE = Path(__file__).resolve().parents[3] / "load_tests" / "usage_metering_locustfile.py"
 STARTUP_ALLOWANCE_S = 120  # locust's start and stop around the run time
 MAX_OUTPUT_CHARS = 2000
 

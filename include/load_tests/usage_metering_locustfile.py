@@ -1,5 +1,6 @@
-"""The rollout's load test, run by locust in a child process (``load_test.run``); never imported by
-the rollout itself (importing locust monkey-patches the process with gevent).
+"""The rollout's load test (``bisman_ops.rollout.usage_metering.load_test.run`` runs locust on it in a
+child process). Kept outside ``bisman_ops`` so that nothing imports it: importing locust
+monkey-patches the process with gevent.
 
 Each simulated user is one test tenant's client (round robin over the tenants file, the limited
 tenant first) calling the metered endpoint with that tenant's bearer token. Every response is
