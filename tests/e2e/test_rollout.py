@@ -9,8 +9,10 @@ stopped after them. Every wait is on a condition (a task's state, a datapoint), 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -67,13 +69,15 @@ def approve(af, run_id: str, option: str = "Approve") -> dict:
     """Answer the plan approval as in the UI; returns what it asked.
 
     Airflow 3.3.2 races an answer given before the scheduler has seen the pausing worker exit: the
-    late executor event fails the resumed try and the retry asks again. So the answer counts once
-    the approval has finished; asked again, it is answered again."""
+    late executor event kills the resumed try. So the answer is given once the scheduler logged
+    that event, and counts once the approval has finished; asked again, it is answered again."""
     details = None
     for _ in range(3):
         af.wait_for_task_state(DAG_ID, run_id, APPROVE, ("awaiting_input",), timeout=600)
         asked = task_instance(af, run_id, APPROVE)["try_number"]
         details = details or af.hitl_details(DAG_ID, run_id, APPROVE)
+        wait_until(lambda asked=asked: pause_seen_by_scheduler(run_id, asked), timeout=300,
+                   what=f"the scheduler to see {APPROVE} pause", interval=1)
         af.answer_approval(DAG_ID, run_id, APPROVE, option)
 
         def settled(asked: int = asked) -> bool:
@@ -85,6 +89,15 @@ def approve(af, run_id: str, option: str = "Approve") -> dict:
         if task_instance(af, run_id, APPROVE)["state"] in ("success", "failed"):
             return details
     raise AssertionError(f"{APPROVE} asked three times")
+
+
+def pause_seen_by_scheduler(run_id: str, try_number: int) -> bool:
+    """The scheduler has processed the executor's event of the worker that paused for the answer
+    (answering before that loses the answer: the Airflow race described in ``approve``)."""
+    log = Path(os.environ["AIRFLOW_HOME"]) / "processes" / "logs" / "scheduler.log"
+    event = (f"Received executor event with state success for task instance TaskInstanceKey("
+             f"dag_id='{DAG_ID}', task_id='{APPROVE}', run_id='{run_id}', try_number={try_number},")
+    return log.exists() and event in log.read_text(errors="replace")
 
 
 def run_count(af) -> int:
