@@ -23,6 +23,9 @@ def rollout_conf(ctx: SandboxContext) -> dict:
         "app_image": "bisman-erp:sandbox-2",
         "domain_name": SANDBOX_DOMAIN,
         "terraform_dir": str(workspace_dir(ctx)),
+        # Phase 4: the local app answers and Stripe's emulator delivers within seconds.
+        "webhook_reachable_timeout_seconds": 120,
+        "stripe_delivery_timeout_seconds": 120,
         # usage_metering: a short load test (prod: 100 users for 5 min), thresholds for 2 cores.
         "load_test_users": 5,
         "load_test_duration_seconds": 15,
