@@ -23,12 +23,38 @@ os.environ.update(AirflowLocal.from_env().database_environment())
 
 import pytest  # noqa: E402
 
+from bisman_sandbox import launcher  # noqa: E402
+from bisman_sandbox.airflow_local import AirflowClient  # noqa: E402
+from bisman_sandbox.context import SandboxContext  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> SandboxContext:
+    ctx = SandboxContext.from_env()
+    launcher.up(ctx)  # cheap when scripts/test.sh already brought it up
+    return ctx
+
+
+@pytest.fixture(scope="session")
+def airflow(sandbox) -> AirflowClient:
+    """A running Airflow (api-server, scheduler, dag-processor, triggerer on its PostgreSQL metadata
+    database) whose connections point at the sandbox, shared by the e2e and UI tiers, stopped at the end."""
+    af = AirflowLocal.from_env()
+    af.up(extra_env=launcher.airflow_connection_env(sandbox))
+    yield af.client()
+    af.down()
+
 
 @pytest.hookimpl(tryfirst=True)  # marked before `-m` deselects
 def pytest_collection_modifyitems(config, items):
-    """Whole DAG runs under Airflow last: the quick logic and service tests fail first, and the
-    runs' lasting effects on the shared sandbox (an ended trial, a restored database) come after."""
+    """Whole DAG runs under Airflow last, the browser tier after them: the quick logic and service
+    tests fail first, and the runs' lasting effects on the shared sandbox (an ended trial, a restored
+    database) come after."""
     for item in items:
         if "/tests/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: "/tests/e2e/" in str(item.path))
+        if "/tests/ui/" in str(item.path):
+            item.add_marker(pytest.mark.ui)
+            item.add_marker(pytest.mark.e2e)  # it needs the whole Airflow too: not the fast tier
+    # The browser walkthrough last of all: it drives the same Airflow and sandbox the e2e runs use.
+    items.sort(key=lambda item: ("/tests/e2e/" in str(item.path)) + 2 * ("/tests/ui/" in str(item.path)))

@@ -26,6 +26,7 @@ SERVICE_MODULES = (
     "aws",
     "stripe_emulator",
     "monitoring",
+    "grafana",
     "app_server",
     "terraform_workspace",
 )
@@ -81,7 +82,7 @@ def airflow_connection_env(ctx: SandboxContext | None = None) -> dict[str, str]:
     # environment Airflow was started from.
     env["BISMAN_SANDBOX_DIR"] = str(ctx.state_dir)
     env.update({f"BISMAN_SANDBOX_PORT_{name.upper()}": str(port) for name, port in ctx.ports.items()})
-    env["BISMAN_REPLICA_CONTROL"] = "sandbox"
+    env["BISMAN_IMPL_REPLICA_CONTROL"] = "bisman_sandbox.replica_control:SandboxReplicaControl"
     for _, module in services():
         env.update(getattr(module, "settings", lambda _ctx: {})(ctx))
     return env
