@@ -42,7 +42,8 @@ def healthy(ctx: SandboxContext) -> bool:
 
 
 def connections(ctx: SandboxContext) -> dict[str, dict]:
-    return {config.GRAFANA_CONN_ID: {"conn_type": "http", "host": f"http://{HOST}", "port": ctx.port("grafana"),
+    return {config.GRAFANA_CONN_ID: {"conn_type": "http", "host": f"http://{HOST}",
+                                     "port": ctx.port("grafana"),
                                      "password": TOKEN}}
 
 

@@ -111,7 +111,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return None
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/api/health":
             return self._send(200, {"database": "ok", "version": VERSION})
@@ -131,7 +131,7 @@ class Handler(BaseHTTPRequestHandler):
                 "slug": slug(dash["title"]), "provisioned": False}})
         return self._send(404, {"message": "Not found (not in the stand-in's API subset)"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if not self._authorized():
             return None
         body = self._body()
@@ -144,7 +144,8 @@ class Handler(BaseHTTPRequestHandler):
             with self.store.lock:
                 if uid in self.store.data["folders"]:
                     return self._send(409, {"message": "a folder with the same uid already exists"})
-                folder = {"id": self.store.new_id(), "uid": uid, "title": title, "url": f"/dashboards/f/{uid}"}
+                folder = {"id": self.store.new_id(), "uid": uid, "title": title,
+                          "url": f"/dashboards/f/{uid}"}
                 self.store.data["folders"][uid] = folder
                 self.store.save()
             return self._send(200, folder)

@@ -54,12 +54,13 @@ def _series(title: str, unit: str, *queries, description: str = ""):
 
 def _stat(title: str, unit: str, query, description: str = ""):
     stat = _sdk()[2]
-    panel = stat.Panel().title(title).unit(unit).datasource(_datasource()).height(5).span(6).with_target(query)
+    panel = (stat.Panel().title(title).unit(unit).datasource(_datasource()).height(5).span(6)
+             .with_target(query))
     return panel.description(description) if description else panel
 
 
 def _base(uid: str, title: str, description: str):
-    dashboard, _, _, _, model = _sdk()
+    dashboard, _, _, _, _model = _sdk()
     return (
         dashboard.Dashboard(title).uid(uid).description(description).tags(["bisman", "generated"])
         .refresh("30s").time("now-1h", "now").timezone("utc").editable()
@@ -81,7 +82,8 @@ def tenant_dashboard():
         _base("bisman-tenant", "BISMAN ERP / Tenants", "Per-tenant request rate, errors and quota use.")
         .with_variable(_tenant_variable())
         .with_panel(_series("Requests per second by tenant", "reqps", _query(
-            f"sum by (tenant_id) (rate(app_tenant_requests_total{{{tenant}}}[{RATE}]))", "tenant {{tenant_id}}")))
+            f"sum by (tenant_id) (rate(app_tenant_requests_total{{{tenant}}}[{RATE}]))",
+            "tenant {{tenant_id}}")))
         .with_panel(_series("Error ratio by tenant (5xx)", "percentunit", _query(
             f"(sum by (tenant_id) (rate(app_tenant_requests_total{{{tenant},status=~\"5..\"}}[{RATE}])) "
             f"or sum by (tenant_id) (rate(app_tenant_requests_total{{{tenant}}}[{RATE}])) * 0) "
@@ -142,7 +144,8 @@ def build_all() -> dict[str, dict[str, Any]]:
     """Every dashboard as Grafana's JSON model (plain dicts)."""
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-    return {name: json.loads(json.dumps(make().build(), cls=JSONEncoder)) for name, make in DASHBOARDS.items()}
+    return {name: json.loads(json.dumps(make().build(), cls=JSONEncoder))
+            for name, make in DASHBOARDS.items()}
 
 
 def render(model: dict[str, Any]) -> str:
