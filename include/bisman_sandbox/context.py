@@ -29,7 +29,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "prometheus": 19090,
     "alertmanager": 19093,
     "app": 18000,
-    "grafana": 13000,  # the Grafana API stand-in (grafana_standin.py)
+    "grafana": 19300,  # the Grafana API stand-in; clear of every other port at offsets 0 and 2000
 }
 
 # Names the sandbox gives its resources, the way Terraform would for project_name/environment.
