@@ -91,6 +91,11 @@ class AirflowLocal:
     def ports(self) -> list[int]:
         return list(range(self.port, self.port + 6 + len(self.worker_names())))
 
+    def ports_taken_by_others(self) -> list[int]:
+        # The metadata database may already run (scripts/test.sh starts it first): its port is ours.
+        ours = {self.metadata.port} if self.metadata.healthy() else set()
+        return [p for p in self.ports() if p not in ours and port_open(p)]
+
     def password(self) -> str:
         """The admin password: generated once, kept in the git-ignored Airflow home."""
         self.home.mkdir(parents=True, exist_ok=True)
@@ -170,7 +175,7 @@ class AirflowLocal:
         self.password()
         running = [c for c in (*COMPONENTS, *self.worker_names()) if is_running(self._processes, c)]
         if not running:
-            taken = [p for p in self.ports() if port_open(p)]
+            taken = self.ports_taken_by_others()
             if taken:
                 raise SandboxError(f"ports {taken} are taken by another process; Airflow needs "
                                    f"{self.ports()[0]}-{self.ports()[-1]}: set BISMAN_AIRFLOW_PORT")

@@ -80,6 +80,9 @@ def test_metadata_database_starts_accepts_airflows_role_and_stops_by_pid(home):
     url = db.sqlalchemy_url().replace("postgresql+psycopg2://", "postgresql://")
     with psycopg.connect(url, connect_timeout=5) as conn:
         assert conn.execute("SELECT current_user, current_database()").fetchone() == ("airflow", "airflow")
+    # The launcher's own metadata database, started ahead (as scripts/test.sh does), is not in its way.
+    af = AirflowLocal(home=home, port=_free_port_block() - 4)
+    assert db.port == af.metadata.port and db.port not in af.ports_taken_by_others()
     assert db.down()
     assert not pid_alive(pid)
     assert not port_open(db.port)
