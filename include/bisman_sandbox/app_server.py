@@ -42,6 +42,11 @@ def routing_log_file(ctx: SandboxContext):
     return ctx.path("app", "routing.log")
 
 
+def fault_file(ctx: SandboxContext):
+    """While this file exists the application answers 500 to API requests (the alert drill)."""
+    return ctx.state_dir / "app" / "fault"
+
+
 def log_group() -> str:
     return ResourceNames(sc.PROJECT_NAME, sc.ENVIRONMENT).app_log_group
 
@@ -68,6 +73,7 @@ def app_environment(ctx: SandboxContext) -> dict[str, str]:
         "APP_LOG_GROUP": log_group(),
         "ROUTING_LOG_FILE": str(routing_log_file(ctx)),
         "METRICS_DIR": str(ctx.state_dir / "app" / "metrics"),
+        "FAULT_FILE": str(fault_file(ctx)),
         "USAGE_METER_ENABLED": os.environ.get("USAGE_METER_ENABLED", "true"),
         "QUOTA_ENFORCEMENT_ENABLED": os.environ.get("QUOTA_ENFORCEMENT_ENABLED", "true"),
         "APP_BIND": f"{HOST}:{ctx.port('app')}",
