@@ -45,7 +45,6 @@ from bisman_ops.change.step import not_built
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollout import billing as bill
 from bisman_ops.rollout import core_infrastructure as core
-from bisman_ops.rollout import monitoring as mon
 from bisman_ops.rollout import preflight as pre
 from bisman_ops.rollout import read_replica as replica
 from bisman_ops.rollout import scheduled_jobs as jobs
@@ -96,7 +95,6 @@ with DAG(
         **usage.PARAMS,
         **bill.PARAMS,
         **jobs.PARAMS,
-        **mon.PARAMS,
     },
 ) as dag:
     begun = report.begin_run_report()
@@ -201,23 +199,10 @@ with DAG(
         chain(effects, removed, jobs_gate)
         effects >> jobs_gate  # a failed check fails the phase even though the teardown passed
 
+    # Phase 6's tasks (bisman_ops.rollout.monitoring) are built and tested against the sandbox but
+    # not yet run under a scheduler: wired in once the rehearsal has run them.
     with TaskGroup(group_id="monitoring") as monitoring:
-        valid = mon.rule_files_valid()
-        delivered = mon.rule_files_delivered(valid)
-        rules = mon.rules_loaded_and_healthy(delivered)
-        folder = mon.grafana_folder_ready()
-        imported = mon.dashboards_imported(folder)
-        panels = mon.panels_show_live_data(imported, rules)
-        canary = mon.canary_alert_delivered(mon.canary_watch_started(rules))
-        fault = mon.app_errors_started(rules)
-        fault_off = mon.app_errors_stopped().as_teardown(setups=fault)
-        error_alert = mon.error_alert_delivered(fault)
-        mon_gate = mon.monitoring_gate(imported, panels, canary)
-        chain(mon.dashboards_export_current(), folder)
-        chain(mon.alerts_route_to_email_and_slack(valid), delivered)
-        # Drill off (prod by default): the short-circuit skips it; the gate still follows the canary.
-        chain(canary, mon.threshold_drill_enabled(settings), fault, error_alert, fault_off, mon_gate)
-        error_alert >> mon_gate  # a drill alert that never arrived fails the phase despite the teardown
+        not_built("monitoring_gate", ISSUE)
 
     with TaskGroup(group_id="chaos") as chaos:
         not_built("chaos_gate", ISSUE)

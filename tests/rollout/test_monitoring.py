@@ -41,7 +41,7 @@ def test_panel_queries_substitute_variables_and_refuse_an_unknown_one():
     assert queries and all("$" not in q["expr"] for q in queries)
     assert 'tenant_id=~".*"' in queries[0]["expr"] and "[1m]" in queries[0]["expr"]
     with pytest.raises(ValueError, match=r"\$nosuch"):
-        dashboards.substitute("up{x=\"$nosuch\"}", {})
+        dashboards.substitute('up{x="$nosuch"}', {})
 
 
 # -- rule files ----------------------------------------------------------------------------------------
@@ -49,7 +49,11 @@ def test_panel_queries_substitute_variables_and_refuse_an_unknown_one():
 
 def test_every_rule_file_passes_promtool_check_and_its_own_unit_tests():
     files = promtool.rule_files()
-    assert {f.name for f in files} >= {"bisman-app.rules.yml", "bisman-jobs.rules.yml", "bisman-meta.rules.yml"}
+    assert {f.name for f in files} >= {
+        "bisman-app.rules.yml",
+        "bisman-jobs.rules.yml",
+        "bisman-meta.rules.yml",
+    }
     for f in files:
         assert promtool.test_file_for(f).exists(), f
     assert promtool.validate(files) == []
@@ -57,7 +61,9 @@ def test_every_rule_file_passes_promtool_check_and_its_own_unit_tests():
 
 def test_a_rule_file_that_does_not_parse_is_rejected_naming_it(tmp_path):
     broken = tmp_path / "broken.rules.yml"
-    broken.write_text("groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum(rate(x[5m])\n")
+    broken.write_text(
+        "groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum(rate(x[5m])\n"
+    )
     problems = promtool.validate([broken])
     assert problems and "broken.rules.yml" in problems[0] and "promtool check rules" in problems[0]
     assert any("no promtool tests file for broken.rules.yml" in p for p in problems)
@@ -66,7 +72,9 @@ def test_a_rule_file_that_does_not_parse_is_rejected_naming_it(tmp_path):
 def test_a_failing_promtool_unit_test_is_reported(tmp_path):
     shutil.copy(promtool.RULES_DIR / "bisman-meta.rules.yml", tmp_path / "bisman-meta.rules.yml")
     (tmp_path / "tests").mkdir()
-    test = (promtool.TESTS_DIR / "bisman-meta.test.yml").read_text().replace("severity: none", "severity: page")
+    test = (
+        (promtool.TESTS_DIR / "bisman-meta.test.yml").read_text().replace("severity: none", "severity: page")
+    )
     (tmp_path / "tests" / "bisman-meta.test.yml").write_text(test)
     problems = promtool.validate([tmp_path / "bisman-meta.rules.yml"])
     assert len(problems) == 1 and problems[0].startswith("promtool test rules") and "Watchdog" in problems[0]
@@ -82,18 +90,28 @@ def test_alertmanager_routes_every_alert_to_email_and_slack_and_a_blackhole_is_n
     conf["receivers"].append({"name": "blackhole"})
     conf["route"]["routes"] = [{"receiver": "blackhole", "matchers": ['alertname="Watchdog"']}]
     assert mon.routing_problems(yaml.safe_dump(conf), alerts_, promtool.route_receivers) == [
-        "Watchdog routes to ['blackhole'], none of which has email and Slack"]
+        "Watchdog routes to ['blackhole'], none of which has email and Slack"
+    ]
 
 
 # -- where an alert stopped ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("seen", "stopped_at"), [
-    ({"prometheus_firing": False, "alertmanager_active": False, "received": {}}, "Prometheus"),
-    ({"prometheus_firing": True, "alertmanager_active": False, "received": {}}, "Alertmanager"),
-    ({"prometheus_firing": True, "alertmanager_active": True, "received": {"email": True, "slack": False}},
-     "the receiver: Watchdog is active in Alertmanager but not received by slack"),
-])
+@pytest.mark.parametrize(
+    ("seen", "stopped_at"),
+    [
+        ({"prometheus_firing": False, "alertmanager_active": False, "received": {}}, "Prometheus"),
+        ({"prometheus_firing": True, "alertmanager_active": False, "received": {}}, "Alertmanager"),
+        (
+            {
+                "prometheus_firing": True,
+                "alertmanager_active": True,
+                "received": {"email": True, "slack": False},
+            },
+            "the receiver: Watchdog is active in Alertmanager but not received by slack",
+        ),
+    ],
+)
 def test_a_canary_that_does_not_arrive_names_the_hop_it_stopped_at(seen, stopped_at):
     assert alerts.where_it_stopped("Watchdog", seen).startswith(stopped_at)
 
@@ -130,8 +148,9 @@ def sandbox_env():
 def _wait_loaded(expected, delivered_at, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
-        problems = delivery.load_problems(expected, prometheus.rule_groups(), prometheus.runtime_info(),
-                                          delivered_at)
+        problems = delivery.load_problems(
+            expected, prometheus.rule_groups(), prometheus.runtime_info(), delivered_at
+        )
         if not problems or time.monotonic() > deadline:
             return problems
         time.sleep(1)
@@ -152,12 +171,23 @@ def test_rules_delivered_are_loaded_healthy_and_a_broken_file_keeps_the_old_rule
     broken = sandbox_monitoring.rules_dir(sandbox_env) / "zz-broken.yml"
     broken.write_text("groups:\n  - name: broken\n    rules:\n      - alert: X\n        expr: sum(\n")
     try:
-        answer = impl.deliver({**files, "bisman-extra.rules.yml": files["bisman-meta.rules.yml"].replace(
-            "name: bisman-meta", "name: bisman-extra")})
+        answer = impl.deliver(
+            {
+                **files,
+                "bisman-extra.rules.yml": files["bisman-meta.rules.yml"].replace(
+                    "name: bisman-meta", "name: bisman-extra"
+                ),
+            }
+        )
         assert answer["reloaded"] is False and "HTTP 500" in answer["error"]
-        expected = delivery.expected_rules({**files, "x": "groups: [{name: bisman-extra, rules: [{alert: Watchdog}]}]"})
+        expected = delivery.expected_rules(
+            {**files, "x": "groups: [{name: bisman-extra, rules: [{alert: Watchdog}]}]"}
+        )
         problems = delivery.load_problems(expected, prometheus.rule_groups(), prometheus.runtime_info())
-        assert problems[0].startswith("Prometheus' last reload failed") and "group bisman-extra not loaded" in problems
+        assert (
+            problems[0].startswith("Prometheus' last reload failed")
+            and "group bisman-extra not loaded" in problems
+        )
         assert "bisman-meta" in {g["name"] for g in prometheus.rule_groups()}  # the old rules stay
     finally:
         broken.unlink(missing_ok=True)
@@ -186,12 +216,17 @@ def test_every_panel_returns_data_and_a_panel_without_data_is_named(sandbox_env)
         time.sleep(prometheus.global_interval()["scrape_s"])
     assert problems == [] and len(results) == len(queries) >= 15
 
-    empty = {"dashboard": "BISMAN ERP / SLA", "panel": "Ghost metric", "ref": "A",
-             "expr": 'sum(rate(bisman_metric_nobody_exports_total[1m]))'}
+    empty = {
+        "dashboard": "BISMAN ERP / SLA",
+        "panel": "Ghost metric",
+        "ref": "A",
+        "expr": "sum(rate(bisman_metric_nobody_exports_total[1m]))",
+    }
     bad = {**empty, "panel": "Typo", "expr": "sum(rate(http_requests_total[1m])"}
     _, problems = mon.panels_without_data([empty, bad], prometheus.query)
-    assert problems[0] == ("BISMAN ERP / SLA / Ghost metric (A): no series for "
-                           "sum(rate(bisman_metric_nobody_exports_total[1m]))")
+    assert problems[0] == (
+        "BISMAN ERP / SLA / Ghost metric (A): no series for sum(rate(bisman_metric_nobody_exports_total[1m]))"
+    )
     assert problems[1].startswith("BISMAN ERP / SLA / Typo (A): query does not run: bad_data")
 
 
@@ -222,8 +257,11 @@ def test_dashboards_import_into_the_folder_and_a_version_conflict_is_a_clear_412
     assert again["version"] == 2 and again["previous_version"] == 1
     # Someone saves it in between our read and our write: Grafana answers 412, reported as a conflict.
     real_get = g.dashboard.get_dashboard
-    g.dashboard.get_dashboard = lambda uid: {**real_get(uid), "dashboard": {**real_get(uid)["dashboard"], "version": 1}}
-    with pytest.raises(CheckFailed, match="HTTP 412 version-mismatch.*changed by someone else"):
+    g.dashboard.get_dashboard = lambda uid: {
+        **real_get(uid),
+        "dashboard": {**real_get(uid)["dashboard"], "version": 1},
+    }
+    with pytest.raises(CheckFailed, match=r"HTTP 412 version-mismatch.*changed by someone else"):
         grafana.import_dashboard(g, model, folder["uid"], overwrite=False, message="test")
     g.dashboard.get_dashboard = real_get
     assert grafana.import_dashboard(g, model, folder["uid"], overwrite=True, message="test")["version"] == 3

@@ -40,13 +40,19 @@ class AmpRuleDelivery:
         from bisman_ops.clients import aws
 
         amp = aws.client("amp")
-        existing = {n["name"] for n in amp.list_rule_groups_namespaces(workspaceId=self.workspace_id)
-                    .get("ruleGroupsNamespaces", [])}
+        existing = {
+            n["name"]
+            for n in amp.list_rule_groups_namespaces(workspaceId=self.workspace_id).get(
+                "ruleGroupsNamespaces", []
+            )
+        }
         done = {}
         for name, text in files.items():
             ns = name.removesuffix(".yml").replace(".", "-")
             call = amp.put_rule_groups_namespace if ns in existing else amp.create_rule_groups_namespace
-            done[name] = call(workspaceId=self.workspace_id, name=ns, data=text.encode())["status"]["statusCode"]
+            done[name] = call(workspaceId=self.workspace_id, name=ns, data=text.encode())["status"][
+                "statusCode"
+            ]
         return {"delivery": self.name, "namespaces": done}
 
 
@@ -75,21 +81,29 @@ def expected_rules(files: dict[str, str]) -> dict[str, list[str]]:
     return out
 
 
-def load_problems(expected: dict[str, list[str]], groups: list[dict[str, Any]], runtime: dict[str, Any],
-                  delivered_at: float | None = None) -> list[str]:
+def load_problems(
+    expected: dict[str, list[str]],
+    groups: list[dict[str, Any]],
+    runtime: dict[str, Any],
+    delivered_at: float | None = None,
+) -> list[str]:
     """What is wrong with what Prometheus loaded: the last reload failed (it kept the old rules), a
     group or rule missing, a rule whose health is not ok."""
     from datetime import datetime
 
     problems = []
     if runtime.get("reloadConfigSuccess") is False:
-        problems.append("Prometheus' last reload failed (reloadConfigSuccess false): it kept the previous "
-                        "rules, so what is loaded is not what was delivered")
+        problems.append(
+            "Prometheus' last reload failed (reloadConfigSuccess false): it kept the previous "
+            "rules, so what is loaded is not what was delivered"
+        )
     if delivered_at is not None and runtime.get("lastConfigTime"):
         loaded_at = datetime.fromisoformat(str(runtime["lastConfigTime"]).replace("Z", "+00:00")).timestamp()
         if loaded_at + 1 < delivered_at:
-            problems.append(f"Prometheus' config was last loaded at {runtime['lastConfigTime']}, before the "
-                            "delivery: it was not reloaded")
+            problems.append(
+                f"Prometheus' config was last loaded at {runtime['lastConfigTime']}, before the "
+                "delivery: it was not reloaded"
+            )
     loaded = {g["name"]: g for g in groups}
     for group, rules in expected.items():
         if group not in loaded:
@@ -100,6 +114,8 @@ def load_problems(expected: dict[str, list[str]], groups: list[dict[str, Any]], 
             if rule not in by_name:
                 problems.append(f"{group}/{rule} not loaded")
             elif by_name[rule].get("health") != "ok":
-                problems.append(f"{group}/{rule} health {by_name[rule].get('health')}: "
-                                f"{by_name[rule].get('lastError', '')}")
+                problems.append(
+                    f"{group}/{rule} health {by_name[rule].get('health')}: "
+                    f"{by_name[rule].get('lastError', '')}"
+                )
     return problems

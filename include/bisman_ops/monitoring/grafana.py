@@ -26,8 +26,12 @@ def api(conn_id: str = config.GRAFANA_CONN_ID) -> Any:
         host = f"{conn.schema or 'http'}://{host}"
     url = f"{host}:{conn.port}" if conn.port else host
     if not conn.password:
-        raise CheckFailed(f"the {conn_id} connection", "no token (password empty)",
-                          "a Grafana service-account token in the password", "Set it, then clear this task")
+        raise CheckFailed(
+            f"the {conn_id} connection",
+            "no token (password empty)",
+            "a Grafana service-account token in the password",
+            "Set it, then clear this task",
+        )
     return GrafanaApi.from_url(url, credential=conn.password, timeout=TIMEOUT_S)
 
 
@@ -44,8 +48,9 @@ def ensure_folder(grafana: Any, uid: str, title: str) -> dict[str, Any]:
     return {"uid": folder["uid"], "title": folder["title"], "created": True}
 
 
-def import_dashboard(grafana: Any, model: dict[str, Any], folder_uid: str, *, overwrite: bool,
-                     message: str) -> dict[str, Any]:
+def import_dashboard(
+    grafana: Any, model: dict[str, Any], folder_uid: str, *, overwrite: bool, message: str
+) -> dict[str, Any]:
     """Save ``model`` into the folder and check Grafana's answer and what it stored.
 
     ``overwrite=False`` sends the version last read from Grafana, so a dashboard changed by
@@ -60,16 +65,19 @@ def import_dashboard(grafana: Any, model: dict[str, Any], folder_uid: str, *, ov
         dashboard["version"] = current["dashboard"].get("version")
     try:
         answer = grafana.dashboard.update_dashboard(
-            {"dashboard": dashboard, "folderUid": folder_uid, "overwrite": overwrite, "message": message})
+            {"dashboard": dashboard, "folderUid": folder_uid, "overwrite": overwrite, "message": message}
+        )
     except GrafanaClientError as exc:
         if exc.status_code == 412:
             status = (exc.response or {}).get("status") if isinstance(exc.response, dict) else None
             raise CheckFailed(
                 f"import of dashboard {uid} into folder {folder_uid}",
-                f"HTTP 412 {status or ''}: {(exc.response or {}).get('message') if isinstance(exc.response, dict) else exc}",
+                f"HTTP 412 {status or ''}: "
+                f"{(exc.response or {}).get('message') if isinstance(exc.response, dict) else exc}",
                 "saved (no one else changed it since it was read)",
                 "Someone changed the dashboard in Grafana: keep their change in the code (then export) or "
-                "trigger with grafana_overwrite, then clear this task") from None
+                "trigger with grafana_overwrite, then clear this task",
+            ) from None
         raise
     problems = []
     if answer.get("status") != "success" or answer.get("uid") != uid:
@@ -89,11 +97,19 @@ def import_dashboard(grafana: Any, model: dict[str, Any], folder_uid: str, *, ov
         if _panel_titles(stored["dashboard"]) != _panel_titles(model):
             problems.append("stored panels differ from the export")
     if problems:
-        raise CheckFailed(f"dashboard {uid} after the import", "; ".join(problems),
-                          "status success, its uid, a version >= 1, a /d/ url, stored in the folder as sent",
-                          "Check Grafana's log, then clear this task")
-    return {"uid": uid, "version": answer["version"], "url": answer["url"], "folder_uid": folder_uid,
-            "previous_version": current["dashboard"].get("version") if current else None}
+        raise CheckFailed(
+            f"dashboard {uid} after the import",
+            "; ".join(problems),
+            "status success, its uid, a version >= 1, a /d/ url, stored in the folder as sent",
+            "Check Grafana's log, then clear this task",
+        )
+    return {
+        "uid": uid,
+        "version": answer["version"],
+        "url": answer["url"],
+        "folder_uid": folder_uid,
+        "previous_version": current["dashboard"].get("version") if current else None,
+    }
 
 
 def _stored(grafana: Any, uid: str) -> dict[str, Any] | None:

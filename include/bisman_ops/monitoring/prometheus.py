@@ -56,16 +56,19 @@ def global_interval(conn_id: str = config.PROMETHEUS_CONN_ID) -> dict[str, float
 
     loaded = yaml.safe_load(_get(conn_id, "/api/v1/status/config")["data"]["yaml"]) or {}
     g = loaded.get("global") or {}
-    return {"scrape_s": seconds(g.get("scrape_interval", "1m")),
-            "evaluation_s": seconds(g.get("evaluation_interval", "1m"))}
+    return {
+        "scrape_s": seconds(g.get("scrape_interval", "1m")),
+        "evaluation_s": seconds(g.get("evaluation_interval", "1m")),
+    }
 
 
 def alertmanager_alerts(alertname: str, conn_id: str = config.ALERTMANAGER_CONN_ID) -> list[dict[str, Any]]:
     return _get(conn_id, "/api/v2/alerts", {"filter": f'alertname="{alertname}"', "active": "true"})
 
 
-def alertmanager_route_timing(alertname: str = "",
-                              conn_id: str = config.ALERTMANAGER_CONN_ID) -> dict[str, float]:
+def alertmanager_route_timing(
+    alertname: str = "", conn_id: str = config.ALERTMANAGER_CONN_ID
+) -> dict[str, float]:
     """group_wait, group_interval and repeat_interval (s) of the route ``alertname`` takes in the
     running Alertmanager config: a first-level route matching it by name, else the root route."""
     import yaml
@@ -74,13 +77,17 @@ def alertmanager_route_timing(alertname: str = "",
     root = (yaml.safe_load(original) or {}).get("route") or {}
     route = dict(root)
     for child in root.get("routes") or []:
-        names = [m.split("=", 1)[1].strip('"') for m in child.get("matchers") or [] if m.startswith("alertname=")]
+        names = [
+            m.split("=", 1)[1].strip('"') for m in child.get("matchers") or [] if m.startswith("alertname=")
+        ]
         if alertname in names or (child.get("match") or {}).get("alertname") == alertname:
             route.update(child)
             break
-    return {"group_wait_s": seconds(route.get("group_wait", "30s")),
-            "group_interval_s": seconds(route.get("group_interval", "5m")),
-            "repeat_interval_s": seconds(route.get("repeat_interval", "4h"))}
+    return {
+        "group_wait_s": seconds(route.get("group_wait", "30s")),
+        "group_interval_s": seconds(route.get("group_interval", "5m")),
+        "repeat_interval_s": seconds(route.get("repeat_interval", "4h")),
+    }
 
 
 def alertmanager_notifications(conn_id: str = config.ALERTMANAGER_CONN_ID) -> dict[str, dict[str, float]]:
@@ -92,11 +99,15 @@ def alertmanager_notifications(conn_id: str = config.ALERTMANAGER_CONN_ID) -> di
         raise ApiError(f"GET /metrics on {conn_id}: HTTP {r.status_code}")
     out: dict[str, dict[str, float]] = {}
     for line in r.text.splitlines():
-        for name, key in (("alertmanager_notifications_total{", "sent"),
-                          ("alertmanager_notifications_failed_total{", "failed")):
+        for name, key in (
+            ("alertmanager_notifications_total{", "sent"),
+            ("alertmanager_notifications_failed_total{", "failed"),
+        ):
             if line.startswith(name) and 'integration="' in line:
                 integration = line.split('integration="', 1)[1].split('"', 1)[0]
-                out.setdefault(integration, {"sent": 0.0, "failed": 0.0})[key] += float(line.rsplit(" ", 1)[1])
+                out.setdefault(integration, {"sent": 0.0, "failed": 0.0})[key] += float(
+                    line.rsplit(" ", 1)[1]
+                )
     return out
 
 

@@ -37,12 +37,20 @@ DRILL_PATH = "/api/usage/quota"
 POKE = timedelta(seconds=5)
 
 PARAMS: dict[str, Param] = {
-    "alert_threshold_drill": Param(None, type=["null", "boolean"], title="Alert threshold drill",
-                                   description="Make the application answer errors until the error-ratio "
-                                               "alert is delivered. Empty: on for staging, off for prod."),
-    "grafana_overwrite": Param(False, type="boolean", title="Overwrite dashboards changed in Grafana",
-                               description="Off: a dashboard changed in Grafana since it was read fails "
-                                           "with a 412 version conflict instead of being overwritten."),
+    "alert_threshold_drill": Param(
+        None,
+        type=["null", "boolean"],
+        title="Alert threshold drill",
+        description="Make the application answer errors until the error-ratio "
+        "alert is delivered. Empty: on for staging, off for prod.",
+    ),
+    "grafana_overwrite": Param(
+        False,
+        type="boolean",
+        title="Overwrite dashboards changed in Grafana",
+        description="Off: a dashboard changed in Grafana since it was read fails "
+        "with a 412 version conflict instead of being overwritten.",
+    ),
 }
 
 
@@ -79,8 +87,9 @@ def routing_problems(config_text: str, alerts: list[dict[str, str]], route_recei
     import yaml
 
     conf = yaml.safe_load(config_text) or {}
-    complete = {r["name"] for r in conf.get("receivers") or []
-                if r.get("email_configs") and r.get("slack_configs")}
+    complete = {
+        r["name"] for r in conf.get("receivers") or [] if r.get("email_configs") and r.get("slack_configs")
+    }
     problems = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "alertmanager.yml"
@@ -91,8 +100,10 @@ def routing_problems(config_text: str, alerts: list[dict[str, str]], route_recei
             if not got.ok:
                 problems.append(f"{labels['alertname']}: amtool failed: {got.output[-300:]}")
             elif not set(receivers) & complete:
-                problems.append(f"{labels['alertname']} routes to {receivers or 'nothing'}, none of which has "
-                                "email and Slack")
+                problems.append(
+                    f"{labels['alertname']} routes to {receivers or 'nothing'}, none of which has "
+                    "email and Slack"
+                )
     return problems
 
 
@@ -104,8 +115,12 @@ def alert_labels(files: dict[str, str]) -> list[dict[str, str]]:
         for group in (yaml.safe_load(text) or {}).get("groups") or []:
             for rule in group.get("rules") or []:
                 if rule.get("alert"):
-                    out.append({"alertname": rule["alert"], **{k: str(v) for k, v in (rule.get("labels") or
-                                                                                       {}).items()}})
+                    out.append(
+                        {
+                            "alertname": rule["alert"],
+                            **{k: str(v) for k, v in (rule.get("labels") or {}).items()},
+                        }
+                    )
     return out
 
 
@@ -115,8 +130,12 @@ def rule_for_s(groups: list[dict[str, Any]], alertname: str) -> tuple[float, flo
         for rule in group.get("rules", []):
             if rule.get("name") == alertname:
                 return float(rule.get("duration") or 0), float(group.get("interval") or 60)
-    raise CheckFailed(f"alert rule {alertname}", "not loaded in Prometheus", "loaded",
-                      "Clear rule_files_delivered and its downstream tasks")
+    raise CheckFailed(
+        f"alert rule {alertname}",
+        "not loaded in Prometheus",
+        "loaded",
+        "Clear rule_files_delivered and its downstream tasks",
+    )
 
 
 # -- tasks: the DAG's monitoring group -------------------------------------------------------------
@@ -133,9 +152,12 @@ def dashboards_export_current() -> dict:
     from bisman_ops.monitoring import dashboards
 
     drift = export_drift()
-    fail_unless([f"{d} differs from the code" for d in drift], "the exported dashboards",
-                "each JSON file as the code builds it",
-                "Run python -m bisman_ops.monitoring.dashboards, commit the export, then clear this task")
+    fail_unless(
+        [f"{d} differs from the code" for d in drift],
+        "the exported dashboards",
+        "each JSON file as the code builds it",
+        "Run python -m bisman_ops.monitoring.dashboards, commit the export, then clear this task",
+    )
     return {"dashboards": sorted(dashboards.DASHBOARDS), "current": True}
 
 
@@ -144,8 +166,12 @@ def rule_files_valid() -> dict:
     from bisman_ops.monitoring import promtool
 
     files = promtool.rule_files()
-    fail_unless(promtool.validate(files), "the alert rule files", "promtool check and its unit tests passing",
-                "Fix the named file (nothing was delivered), then clear this task")
+    fail_unless(
+        promtool.validate(files),
+        "the alert rule files",
+        "promtool check and its unit tests passing",
+        "Fix the named file (nothing was delivered), then clear this task",
+    )
     return {"files": [f.name for f in files], "checked": True, "unit_tested": True}
 
 
@@ -157,9 +183,12 @@ def alerts_route_to_email_and_slack(valid: dict) -> dict:
 
     original = _get(config.ALERTMANAGER_CONN_ID, "/api/v2/status")["config"]["original"]
     alerts = alert_labels(_rule_files())
-    fail_unless(routing_problems(original, alerts, promtool.route_receivers),
-                "Alertmanager's routing of every alert (amtool config routes test)",
-                "a receiver with email and Slack for each", "Fix the Alertmanager config, then clear this task")
+    fail_unless(
+        routing_problems(original, alerts, promtool.route_receivers),
+        "Alertmanager's routing of every alert (amtool config routes test)",
+        "a receiver with email and Slack for each",
+        "Fix the Alertmanager config, then clear this task",
+    )
     del prometheus
     return {"alerts": [a["alertname"] for a in alerts], "routed": True}
 
@@ -179,16 +208,26 @@ def rules_loaded_and_healthy(delivered: dict) -> Poke:
 
     expected = delivery.expected_rules(_rule_files())
     runtime = prometheus.runtime_info()
-    problems = delivery.load_problems(expected, prometheus.rule_groups(), runtime, delivered.get("delivered_at"))
-    measured = {"groups": sorted(expected), "rules": sum(map(len, expected.values())),
-                "reload_success": runtime.get("reloadConfigSuccess"), "problems": problems,
-                "delivery": delivered.get("error")}
+    problems = delivery.load_problems(
+        expected, prometheus.rule_groups(), runtime, delivered.get("delivered_at")
+    )
+    measured = {
+        "groups": sorted(expected),
+        "rules": sum(map(len, expected.values())),
+        "reload_success": runtime.get("reloadConfigSuccess"),
+        "problems": problems,
+        "delivery": delivered.get("error"),
+    }
     stale = [p for p in problems if "reload failed" in p or "not reloaded" in p]
     if stale or delivered.get("reloaded") is False:
-        raise CheckFailed("the delivered rule files in Prometheus", "; ".join(stale or [str(delivered.get("error"))]),
-                          "reloaded and every rule loaded",
-                          "Check the rule files in Prometheus' rules directory and its log, then clear "
-                          "rule_files_delivered", measured)
+        raise CheckFailed(
+            "the delivered rule files in Prometheus",
+            "; ".join(stale or [str(delivered.get("error"))]),
+            "reloaded and every rule loaded",
+            "Check the rule files in Prometheus' rules directory and its log, then clear "
+            "rule_files_delivered",
+            measured,
+        )
     unknown = [p for p in problems if "health unknown" in p]
     if problems and len(unknown) == len(problems):
         return Poke(False, measured, "rules loaded, waiting for their first evaluation")
@@ -210,11 +249,19 @@ def dashboards_imported(folder: dict) -> Result:
 
     ctx = context()
     g = grafana.api()
-    imported = [grafana.import_dashboard(g, model, folder["uid"], overwrite=bool(ctx["params"].get(
-        "grafana_overwrite")), message=f"bisman_rollout {ctx['run_id']}")
-        for model in dashboards.load_exported().values()]
-    return Result(value={"dashboards": imported}, measured={"dashboards": imported,
-                                                            "rendering": "not checked"})
+    imported = [
+        grafana.import_dashboard(
+            g,
+            model,
+            folder["uid"],
+            overwrite=bool(ctx["params"].get("grafana_overwrite")),
+            message=f"bisman_rollout {ctx['run_id']}",
+        )
+        for model in dashboards.load_exported().values()
+    ]
+    return Result(
+        value={"dashboards": imported}, measured={"dashboards": imported, "rendering": "not checked"}
+    )
 
 
 @step
@@ -223,29 +270,46 @@ def panels_show_live_data(imported: dict, rules: dict) -> Result:
 
     queries = [q for model in dashboards.load_exported().values() for q in dashboards.panel_queries(model)]
     results, problems = panels_without_data(queries, prometheus.query)
-    measured = {"panels_queried": len(results), "without_data": problems, "rendering": "not checked",
-                "series": {f"{r['dashboard']} / {r['panel']} ({r['ref']})": r["series"] for r in results}}
-    fail_unless(problems, "every dashboard panel's query on Prometheus", "parses and returns at least one series",
-                "Check the metric names against what Prometheus scrapes (and that the application has traffic), "
-                "then clear this task", measured)
+    measured = {
+        "panels_queried": len(results),
+        "without_data": problems,
+        "rendering": "not checked",
+        "series": {f"{r['dashboard']} / {r['panel']} ({r['ref']})": r["series"] for r in results},
+    }
+    fail_unless(
+        problems,
+        "every dashboard panel's query on Prometheus",
+        "parses and returns at least one series",
+        "Check the metric names against what Prometheus scrapes (and that the application has traffic), "
+        "then clear this task",
+        measured,
+    )
     return Result(value={"panels": len(results)}, measured=measured)
 
 
 def _alert_poke(alertname: str, mark: dict, budget_s: float) -> Poke:
     from bisman_ops.monitoring import alerts, prometheus
 
-    seen = alerts.hops(alertname, prometheus.firing_alerts(), prometheus.alertmanager_alerts(alertname),
-                       alerts.inbox().received(alertname, mark["inbox"]))
+    seen = alerts.hops(
+        alertname,
+        prometheus.firing_alerts(),
+        prometheus.alertmanager_alerts(alertname),
+        alerts.inbox().received(alertname, mark["inbox"]),
+    )
     stopped = alerts.where_it_stopped(alertname, seen)
     measured = {"alert": alertname, **seen, "budget_s": budget_s}
     if stopped is None:
         return Poke(True, measured)
     waited = time.time() - mark["started_at"]
     if waited >= budget_s:
-        raise CheckFailed(f"{alertname} from rule to receivers", f"stopped at {stopped}",
-                          f"firing, in Alertmanager and received by email and Slack within {budget_s:.0f} s "
-                          "(from the configured intervals)",
-                          "Fix that hop, then clear this task", measured)
+        raise CheckFailed(
+            f"{alertname} from rule to receivers",
+            f"stopped at {stopped}",
+            f"firing, in Alertmanager and received by email and Slack within {budget_s:.0f} s "
+            "(from the configured intervals)",
+            "Fix that hop, then clear this task",
+            measured,
+        )
     return Poke(False, measured, f"{stopped} ({waited:.0f} s of {budget_s:.0f} s)")
 
 
@@ -257,10 +321,19 @@ def _mark(alertname: str) -> dict:
     for_s, evaluation_s = rule_for_s(prometheus.rule_groups(), alertname)
     # Only an alert firing before the watch (the canary) needs a repeat to be seen again.
     repeat = route["repeat_interval_s"] if alertname == CANARY else 0.0
-    budget = alerts.wait_budget_s(for_s, evaluation_s, route["group_wait_s"], route["group_interval_s"],
-                                  intervals["scrape_s"], repeat)
-    return {"alert": alertname, "inbox": alerts.inbox().mark(), "started_at": time.time(), "budget_s": budget,
-            "for_s": for_s, "evaluation_s": evaluation_s, **route, **intervals}
+    budget = alerts.wait_budget_s(
+        for_s, evaluation_s, route["group_wait_s"], route["group_interval_s"], intervals["scrape_s"], repeat
+    )
+    return {
+        "alert": alertname,
+        "inbox": alerts.inbox().mark(),
+        "started_at": time.time(),
+        "budget_s": budget,
+        "for_s": for_s,
+        "evaluation_s": evaluation_s,
+        **route,
+        **intervals,
+    }
 
 
 @step
@@ -306,12 +379,21 @@ def app_errors_stopped() -> dict:
     from bisman_ops.monitoring import alerts
 
     done = alerts.app_fault().stop()
-    fail_unless(["the fault switch is still on"] if done.get("switch_present") else [], "the application's fault",
-                "switched off", "Remove the fault by hand")
+    fail_unless(
+        ["the fault switch is still on"] if done.get("switch_present") else [],
+        "the application's fault",
+        "switched off",
+        "Remove the fault by hand",
+    )
     return done
 
 
 @step(trigger_rule="none_failed_min_one_success")
 def monitoring_gate(imported: dict, panels: dict, canary: dict) -> dict:
-    return {"dashboards": [d["uid"] for d in imported["dashboards"]], "panels_with_data": panels["panels"],
-            "canary": CANARY, "rendering_checked": False, "passed": True}
+    return {
+        "dashboards": [d["uid"] for d in imported["dashboards"]],
+        "panels_with_data": panels["panels"],
+        "canary": CANARY,
+        "rendering_checked": False,
+        "passed": True,
+    }
