@@ -139,3 +139,13 @@ def test_the_approval_asks_with_the_data_at_risk_first_and_the_plans_sha(tmp_pat
     assert f"`{'ab' * 32}`" in question["body"] and "| app_image | bisman-erp:2 |" in question["body"]
     section = core.plan_section(PLANNED).as_dict()["values"]
     assert section["stateful resources destroyed or replaced"] == ["replace terraform_data.db_primary"]
+
+
+def test_servers_left_open_by_earlier_traffic_do_not_hide_pooling():
+    # Warm pool: all five server connections open, two of them busy, while five clients are served.
+    measured = {"pool_size": 5, "peak_server_connections": 2, "peak_server_connections_open": 5,
+                "peak_client_connections": 5, "requests_ok": 9}
+    assert core.pooling_verdict(measured) is measured
+    too_many = {**measured, "peak_server_connections_open": 6}
+    with pytest.raises(CheckFailed, match="6 server connections exceed the pool size 5"):
+        core.pooling_verdict(too_many)
