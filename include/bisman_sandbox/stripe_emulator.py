@@ -78,7 +78,32 @@ def up(ctx: SandboxContext) -> dict[str, str]:
             raise SandboxError(f"Stripe emulator exited while starting (port {ctx.port('stripe')} taken?); "
                                f"see {ctx.log_dir / 'stripe.log'}")
     seed(ctx)  # idempotent: the sandbox tenants' customers and subscriptions, the plans' prices
+    forget_endpoints_aws_lost(ctx)
     return {"stripe": f"{_base_url(ctx)} (localstripe; state in {ctx.state_dir / 'stripe'})"}
+
+
+def forget_endpoints_aws_lost(ctx: SandboxContext) -> list[str]:
+    """Delete the rollout's webhook endpoints whose signing secret the environment's app secret no
+    longer names; returns their ids.
+
+    Stripe's records survive a restart, moto's do not: a re-seeded app secret knows no endpoint, so a
+    rollout would find one it cannot verify and ask to roll it. No real account gets into that state
+    by a restart; the sandbox puts both sides back to "no endpoint yet" instead."""
+    from bisman_ops.rollout.billing import stripe_setup
+    from bisman_sandbox import aws
+
+    client = stripe_client(ctx)
+    sm = aws.client(ctx, "secretsmanager")
+    forgotten = []
+    for env in aws.SEEDED_ENVIRONMENTS:
+        stored = json.loads(sm.get_secret_value(SecretId=aws.names(env).app_secret_name)["SecretString"])
+        known = stored.get(stripe_setup.ENDPOINT_ID_KEY)
+        for endpoint in stripe_setup.endpoints_for(client, stripe_setup.webhook_url(aws.domain(env))):
+            managed = (endpoint.get("metadata") or {}).get("managed_by") == stripe_setup.MANAGED_BY
+            if managed and endpoint["id"] != known:
+                client.v1.webhook_endpoints.delete(endpoint["id"])
+                forgotten.append(endpoint["id"])
+    return forgotten
 
 
 def forwards(ctx: SandboxContext) -> list[str]:

@@ -4,15 +4,13 @@ approval, and reads of its report and the change lock, all through the REST API 
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from pathlib import Path
 
 from bisman_ops import change_lock
 from bisman_ops.naming import ResourceNames
 from bisman_sandbox import aws as sandbox_aws
-from bisman_sandbox.process import wait_until
 from bisman_sandbox.rollout_conf import rollout_conf
+from tests.e2e import approvals
 
 DAG_ID = "bisman_rollout"
 APPROVE = "core_infrastructure.approve_plan"
@@ -42,43 +40,9 @@ def finished(af, run_id: str) -> str:
     return state
 
 
-def task_instance(af, run_id: str, task_id: str) -> dict:
-    return af._call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
-
-
 def approve(af, run_id: str, option: str = "Approve") -> dict:
-    """Answer the plan approval as in the UI; returns what it asked.
-
-    Airflow 3.3.2 races an answer given before the scheduler has seen the pausing worker exit: the
-    late executor event kills the resumed try. So the answer is given once the scheduler logged
-    that event, and counts once the approval has finished; asked again, it is answered again."""
-    details = None
-    for _ in range(3):
-        af.wait_for_task_state(DAG_ID, run_id, APPROVE, ("awaiting_input",), timeout=600)
-        asked = task_instance(af, run_id, APPROVE)["try_number"]
-        details = details or af.hitl_details(DAG_ID, run_id, APPROVE)
-        wait_until(lambda asked=asked: pause_seen_by_scheduler(run_id, asked), timeout=300,
-                   what=f"the scheduler to see {APPROVE} pause", interval=1)
-        af.answer_approval(DAG_ID, run_id, APPROVE, option)
-
-        def settled(asked: int = asked) -> bool:
-            ti = task_instance(af, run_id, APPROVE)
-            return ti["state"] in ("success", "failed") or (
-                ti["state"] == "awaiting_input" and ti["try_number"] > asked)
-
-        wait_until(settled, timeout=300, what=f"{APPROVE} to take the answer {option}", interval=1)
-        if task_instance(af, run_id, APPROVE)["state"] in ("success", "failed"):
-            return details
-    raise AssertionError(f"{APPROVE} asked three times")
-
-
-def pause_seen_by_scheduler(run_id: str, try_number: int) -> bool:
-    """The scheduler has processed the executor's event of the worker that paused for the answer
-    (answering before that loses the answer: the Airflow race described in ``approve``)."""
-    log = Path(os.environ["AIRFLOW_HOME"]) / "processes" / "logs" / "scheduler.log"
-    event = (f"Received executor event with state success for task instance TaskInstanceKey("
-             f"dag_id='{DAG_ID}', task_id='{APPROVE}', run_id='{run_id}', try_number={try_number},")
-    return log.exists() and event in log.read_text(errors="replace")
+    """Answer the plan approval as in the UI; returns what it asked."""
+    return approvals.answer(af, DAG_ID, run_id, APPROVE, option)
 
 
 def run_count(af) -> int:

@@ -15,6 +15,7 @@ from bisman_ops.change.report import RunReport, report_keys
 from bisman_ops.rollback import database as db_rollback
 from bisman_sandbox import aws, pgbouncer, postgres, sinks
 from bisman_sandbox.rollback_impl import SandboxPgBouncerConfig
+from tests.e2e.approvals import answer
 from tests.rollback.conftest import make_infra_repo, world
 
 APP = "bisman_rollback_application"
@@ -62,13 +63,6 @@ def service_on_revision_2(clients):
     put_back()
     yield
     put_back()
-
-
-def answer(af, dag_id: str, run_id: str, task_id: str, option: str) -> None:
-    # Airflow 3.3 races when the answer lands before the executor has recorded the pause: the resumed
-    # try is then marked up_for_retry and waits for a second answer. A human never answers that fast.
-    time.sleep(5)
-    af.answer_approval(dag_id, run_id, task_id, option)
 
 
 def report(clients, dag_id: str, run_id: str, names=N) -> dict:

@@ -236,3 +236,34 @@ def test_restart_keeps_records_and_webhook_endpoints(ctx, receiver):
     finally:
         stripe_emulator.up(ctx)
         client.v1.webhook_endpoints.delete(endpoint.id)
+
+
+def test_up_forgets_the_rollouts_endpoints_the_reseeded_app_secret_does_not_name(ctx):
+    """After moto was re-seeded (its app secret knows no endpoint) the next rollout must find "no
+    endpoint" again, not one it cannot verify; the endpoint the secret names and others stay."""
+    from bisman_ops.rollout.billing import stripe_setup
+    from bisman_sandbox import aws
+
+    client = stripe_emulator.stripe_client(ctx)
+    sm = aws.client(ctx, "secretsmanager")
+    secret_id = aws.names("staging").app_secret_name
+    before = sm.get_secret_value(SecretId=secret_id)["SecretString"]
+    url = stripe_setup.webhook_url(aws.domain("staging"))
+    managed = {"managed_by": stripe_setup.MANAGED_BY}
+
+    def create(metadata):
+        return client.v1.webhook_endpoints.create(params={"url": url, "enabled_events": ["customer.updated"],
+                                                          "metadata": metadata}).id
+
+    lost, kept, foreign = create(managed), create(managed), create({})
+    try:
+        sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(
+            {**json.loads(before), stripe_setup.ENDPOINT_ID_KEY: kept}))
+        forgotten = stripe_emulator.forget_endpoints_aws_lost(ctx)
+        assert lost in forgotten and kept not in forgotten and foreign not in forgotten
+        left = {e["id"] for e in stripe_setup.endpoints_for(client, url)}
+        assert lost not in left and {kept, foreign} <= left
+    finally:
+        sm.put_secret_value(SecretId=secret_id, SecretString=before)
+        for endpoint_id in (kept, foreign):
+            client.v1.webhook_endpoints.delete(endpoint_id)
