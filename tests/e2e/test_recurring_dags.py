@@ -58,17 +58,6 @@ def tenant_ids(dsn):
     sql(dsn, "DELETE FROM tenants WHERE id = ANY(%s)", ([over, trial],))
 
 
-def retrying(call, attempts: int = 5):
-    """The metadata database (SQLite here) can be busy for a moment under the scheduler's writes."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except SandboxError as exc:
-            if attempt == attempts - 1 or "HTTP 500" not in str(exc):
-                raise
-            time.sleep(2)
-
-
 def delete_runs(airflow, dag_id: str, first: datetime, last: datetime) -> None:
     """Runs of earlier sessions with these logical dates would refuse a trigger or be reused by a backfill."""
     def stamp(moment):
@@ -86,7 +75,7 @@ def trigger_at(airflow, dag_id: str, logical_date: datetime | None = None, conf:
         delete_runs(airflow, dag_id, logical_date, logical_date)
     body = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": conf or {},
             "dag_run_id": f"e2e__{uuid.uuid4().hex[:10]}"}
-    return retrying(lambda: airflow._call("POST", f"/dags/{dag_id}/dagRuns", json=body))["dag_run_id"]
+    return airflow._call("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
 
 
 def assert_succeeds(airflow, dag_id: str, run_id: str, timeout: float = 300) -> None:
@@ -100,7 +89,7 @@ def assert_succeeds(airflow, dag_id: str, run_id: str, timeout: float = 300) -> 
 def dags_ready(airflow):
     for dag_id in (AGGREGATION, TRIALS, QUOTAS, AUDIT):
         airflow.wait_for_dag(dag_id, timeout=180)
-        retrying(lambda d=dag_id: airflow.unpause(d))  # new DAGs start paused; their runs would stay queued
+        airflow.unpause(dag_id)  # new DAGs start paused; their runs would stay queued
     assert not [e for e in airflow.import_errors() if "bisman" in e.get("filename", "")]
     return airflow
 
