@@ -64,37 +64,50 @@ with DAG(
     tags=["bisman", "rollout"],
     doc_md=__doc__,
     params={
-        "environment": params.environment(),
-        "project_name": params.project_name(),
-        "aws_region": params.aws_region(),
-        "db_instance_class": Param("db.r6g.large", type="string", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$",
-                                   title="RDS instance class"),
-        "redis_node_type": Param("cache.r6g.large", type="string",
-                                 pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$", title="Redis node type"),
-        "app_image": Param("bisman-erp:latest", type="string", minLength=3, title="Application image"),
-        "domain_name": Param("api.staging.bisman.test", type="string", pattern=params.DOMAIN_PATTERN,
-                             title="API domain name"),
-        "terraform_dir": params.terraform_dir(),
-        "create_state_backend": Param(False, type="boolean", title="Create the state backend",
-                                      description="Create the Terraform state bucket and lock table if "
-                                                  "missing (otherwise preflight fails on them)."),
-        "generate_missing_secrets": Param(False, type="boolean", title="Generate missing secrets",
-                                          description="Generate JWT_SECRET, DB_PASSWORD and REDIS_PASSWORD "
-                                                      "in Secrets Manager when missing."),
-        "replica_failure_drill": Param(None, type=["null", "boolean"], title="Replica-failure drill",
-                                       description="Take the read replica down and check the fallback. "
-                                                   "Empty: on for staging, off for prod."),
-        "replica_lag_threshold_seconds": Param(1.0, type="number", exclusiveMinimum=0,
-                                               title="Replica lag threshold (s)"),
-        "replica_lag_timeout_seconds": Param(600, type="integer", minimum=10, title="Replica lag timeout (s)",
-                                             description="How long the lag gates wait before failing."),
-        "certificate_timeout_seconds": Param(1800, type="integer", minimum=10,
-                                             title="Certificate wait (s)",
-                                             description="How long to wait for the ACM certificate to be "
-                                                         "ISSUED."),
-        **usage.PARAMS,
-        **bill.PARAMS,
-        **jobs.PARAMS,
+        **params.section("Target", {
+            "environment": params.environment(),
+            "project_name": params.project_name(),
+            "aws_region": params.aws_region(),
+            "domain_name": Param("api.staging.bisman.test", type="string", pattern=params.DOMAIN_PATTERN,
+                                 title="API domain name",
+                                 description="The public API's name: DNS, certificate and Stripe webhook."),
+            "app_image": Param("bisman-erp:latest", type="string", minLength=3, title="Application image",
+                               description="The image the ECS service runs after this rollout."),
+            "db_instance_class": Param("db.r6g.large", type="string",
+                                       pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$", title="RDS instance class",
+                                       description="Primary and replica class (db_instance_class)."),
+            "redis_node_type": Param("cache.r6g.large", type="string",
+                                     pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$", title="Redis node type",
+                                     description="ElastiCache node type (Terraform's redis_node_type)."),
+            "terraform_dir": params.terraform_dir(),
+        }),
+        **params.section("Preflight and core infrastructure", {
+            "create_state_backend": Param(False, type="boolean", title="Create the state backend",
+                                          description="Create the Terraform state bucket and lock table if "
+                                                      "missing (otherwise preflight fails on them)."),
+            "generate_missing_secrets": Param(False, type="boolean", title="Generate missing secrets",
+                                              description="Generate JWT_SECRET, DB_PASSWORD and "
+                                                          "REDIS_PASSWORD in Secrets Manager when missing."),
+            "certificate_timeout_seconds": Param(1800, type="integer", minimum=10,
+                                                 title="Certificate wait (s)",
+                                                 description="How long to wait for the ACM certificate to "
+                                                             "be ISSUED."),
+        }),
+        **params.section("Read replica", {
+            "replica_failure_drill": Param(None, type=["null", "boolean"], title="Replica-failure drill",
+                                           description="Take the read replica down and check the fallback. "
+                                                       "Empty: on for staging, off for prod."),
+            "replica_lag_threshold_seconds": Param(1.0, type="number", exclusiveMinimum=0,
+                                                   title="Replica lag threshold (s)",
+                                                   description="The lag the gates accept (CloudWatch "
+                                                               "ReplicaLag and PostgreSQL's replay lag)."),
+            "replica_lag_timeout_seconds": Param(600, type="integer", minimum=10,
+                                                 title="Replica lag timeout (s)",
+                                                 description="How long the lag gates wait before failing."),
+        }),
+        **params.section("Usage metering and quotas", usage.PARAMS),
+        **params.section("Billing (Stripe)", bill.PARAMS),
+        **params.section("Scheduled jobs", jobs.PARAMS),
     },
 ) as dag:
     begun = report.begin_run_report()

@@ -28,7 +28,14 @@ def project_name() -> Param:
 
 
 def aws_region() -> Param:
-    return Param("us-east-1", type="string", pattern=REGION_PATTERN, title="AWS region")
+    return Param("us-east-1", type="string", pattern=REGION_PATTERN, title="AWS region",
+                 description="Where the environment runs (Terraform's aws_region).")
+
+
+def section(name: str, params: dict[str, Param]) -> dict[str, Param]:
+    """The same params under one heading of the trigger form (the UI groups by ``section``)."""
+    return {key: Param(p.value, p.description, schema={**p.schema, "section": name})
+            for key, p in params.items()}
 
 
 def identifier(title: str, description: str, *, nullable: bool = True) -> Param:

@@ -66,3 +66,16 @@ def test_the_lock_and_the_report_are_teardowns_and_the_drill_restore_tears_down_
     assert t["read_replica.replica_restored"].is_teardown
     assert "read_replica.replica_taken_down" in t["read_replica.replica_restored"].upstream_task_ids
     assert "read_replica.replica_restored" in t["release_change_lock"].upstream_task_ids
+
+
+def test_every_form_field_has_a_title_a_description_and_a_section_in_phase_order(dag):
+    fields = {key: dag.params.get_param(key).dump() for key in dag.params}
+    missing = [key for key, p in fields.items()
+               if not (p["schema"].get("title") and p["description"] and p["schema"].get("section"))]
+    assert missing == []
+    sections = list(dict.fromkeys(p["schema"]["section"] for p in fields.values()))
+    assert sections == ["Target", "Preflight and core infrastructure", "Read replica",
+                        "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs"]
+    # A section keeps its validation: the schema moved, not only the heading.
+    assert fields["domain_name"]["schema"]["pattern"]
+    assert fields["load_test_users"]["schema"]["maximum"] == 5000

@@ -37,6 +37,11 @@ def test_dag_list_shows_the_eight_dags_each_with_its_docs(operator, airflow):
 def test_a_malformed_domain_in_the_rollout_form_is_refused_and_creates_no_run(operator, airflow):
     before = airflow._call("GET", "/dags/bisman_rollout/dagRuns?limit=1")["total_entries"]
     dialog = operator.trigger_dialog("bisman_rollout")
+    # The fields are grouped by phase, each group a section the operator opens.
+    for section in ("Target", "Preflight and core infrastructure", "Read replica",
+                    "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs"):
+        dialog.get_by_role("button", name=section, exact=True).wait_for()
+    dialog.get_by_role("button", name="Target", exact=True).click()
     operator.shot("rollout-form")
     field(dialog, "API domain name").get_by_role("textbox").fill("not a domain!")
     dialog.get_by_role("button", name="Trigger", exact=True).click()

@@ -44,7 +44,9 @@ PARAMS: dict[str, Param] = {
                                         description=f"Empty: the price with lookup key bisman_{plan}.")
        for plan in ss.PLANS},
     "webhook_reachable_timeout_seconds": Param(600, type="integer", minimum=10,
-                                               title="Webhook reachability wait (s)"),
+                                               title="Webhook reachability wait (s)",
+                                               description="How long to wait for the redeployed application "
+                                                           "to answer on the webhook URL."),
     "stripe_delivery_timeout_seconds": Param(300, type="integer", minimum=10,
                                              title="Stripe webhook delivery wait (s)",
                                              description="How long to wait for Stripe to deliver the "

@@ -29,12 +29,14 @@ PARAMS: dict[str, Param] = {
                                         title="Load test duration (s)",
                                         description="The checklist's --duration (5 min)."),
     "load_test_p95_ms": Param(500, type="number", exclusiveMinimum=0,
-                              title="Load test p95 latency limit (ms)"),
+                              title="Load test p95 latency limit (ms)",
+                              description="The checklist's p(95) threshold over every request."),
     "load_test_max_error_ratio": Param(0.01, type="number", exclusiveMinimum=0, maximum=1,
                                        title="Load test error ratio limit",
                                        description="Failed responses out of all, the expected 429s of the "
                                                    "limited test tenant excluded."),
-    "load_test_min_rps": Param(50, type="number", minimum=0, title="Load test minimum throughput (req/s)"),
+    "load_test_min_rps": Param(50, type="number", minimum=0, title="Load test minimum throughput (req/s)",
+                               description="Requests per second the load test must sustain."),
 }
 
 
