@@ -250,7 +250,8 @@ def test_dashboards_import_into_the_folder_and_a_version_conflict_is_a_clear_412
     g = grafana.api()
     folder = grafana.ensure_folder(g, "bisman-erp-test", "BISMAN ERP test")
     assert grafana.ensure_folder(g, "bisman-erp-test", "BISMAN ERP test")["created"] is False
-    model = {**dashboards.build_all()["sla"], "uid": f"t-sla-{time.time_ns()}"}
+    uid = f"t-sla-{time.time_ns()}"  # and its own title: Grafana refuses a second one in a folder
+    model = {**dashboards.build_all()["sla"], "uid": uid, "title": f"SLA {uid}"}
     first = grafana.import_dashboard(g, model, folder["uid"], overwrite=False, message="test")
     assert first["version"] == 1 and first["url"].startswith(f"/d/{model['uid']}/")
     again = grafana.import_dashboard(g, model, folder["uid"], overwrite=False, message="test")
@@ -265,3 +266,7 @@ def test_dashboards_import_into_the_folder_and_a_version_conflict_is_a_clear_412
         grafana.import_dashboard(g, model, folder["uid"], overwrite=False, message="test")
     g.dashboard.get_dashboard = real_get
     assert grafana.import_dashboard(g, model, folder["uid"], overwrite=True, message="test")["version"] == 3
+    # A different dashboard with the same title in the folder: named as such, not as a conflict.
+    with pytest.raises(CheckFailed, match=r"412 name-exists.*Another dashboard in that folder"):
+        grafana.import_dashboard(g, {**model, "uid": f"{uid}-twin"}, folder["uid"], overwrite=False,
+                                 message="test")

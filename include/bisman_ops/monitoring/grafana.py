@@ -75,6 +75,8 @@ def import_dashboard(
                 f"HTTP 412 {status or ''}: "
                 f"{(exc.response or {}).get('message') if isinstance(exc.response, dict) else exc}",
                 "saved (no one else changed it since it was read)",
+                f"Another dashboard in that folder is titled {model.get('title')!r}: rename or move it in "
+                "Grafana, then clear this task" if status == "name-exists" else
                 "Someone changed the dashboard in Grafana: keep their change in the code (then export) or "
                 "trigger with grafana_overwrite, then clear this task",
             ) from None
