@@ -47,9 +47,13 @@ def stripe(ctx):
 
 
 @pytest.fixture
-def url():
-    """A webhook URL of its own per test, so tests never see each other's endpoints."""
-    return ss.webhook_url(f"api.t{uuid.uuid4().hex[:10]}.bisman.test")
+def url(stripe):
+    """A webhook URL of its own per test, so tests never see each other's endpoints; its endpoints are
+    deleted afterwards (left behind, Stripe's every later event would also go to their dead host)."""
+    own = ss.webhook_url(f"api.t{uuid.uuid4().hex[:10]}.bisman.test")
+    yield own
+    for endpoint in ss.endpoints_for(stripe, own):
+        stripe.v1.webhook_endpoints.delete(endpoint["id"])
 
 
 # -- the key ------------------------------------------------------------------------------------------
