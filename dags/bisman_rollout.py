@@ -88,10 +88,8 @@ with DAG(
             "generate_missing_secrets": Param(False, type="boolean", title="Generate missing secrets",
                                               description="Generate JWT_SECRET, DB_PASSWORD and "
                                                           "REDIS_PASSWORD in Secrets Manager when missing."),
-            "certificate_timeout_seconds": Param(1800, type="integer", minimum=10,
-                                                 title="Certificate wait (s)",
-                                                 description="How long to wait for the ACM certificate to "
-                                                             "be ISSUED."),
+            "certificate_timeout_seconds": params.wait_seconds(
+                1800, "Certificate wait (s)", "How long to wait for the ACM certificate to be ISSUED."),
         }),
         **params.section("Read replica", {
             "replica_failure_drill": Param(None, type=["null", "boolean"], title="Replica-failure drill",
@@ -101,9 +99,8 @@ with DAG(
                                                    title="Replica lag threshold (s)",
                                                    description="The lag the gates accept (CloudWatch "
                                                                "ReplicaLag and PostgreSQL's replay lag)."),
-            "replica_lag_timeout_seconds": Param(600, type="integer", minimum=10,
-                                                 title="Replica lag timeout (s)",
-                                                 description="How long the lag gates wait before failing."),
+            "replica_lag_timeout_seconds": params.wait_seconds(
+                600, "Replica lag timeout (s)", "How long the lag gates wait before failing."),
         }),
         **params.section("Usage metering and quotas", usage.PARAMS),
         **params.section("Billing (Stripe)", bill.PARAMS),

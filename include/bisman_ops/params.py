@@ -32,6 +32,11 @@ def aws_region() -> Param:
                  description="Where the environment runs (Terraform's aws_region).")
 
 
+def wait_seconds(default: int, title: str, description: str) -> Param:
+    """How long a wait may take before its task fails: every wait has a bound, none shorter than 10 s."""
+    return Param(default, type="integer", minimum=10, title=title, description=description)
+
+
 def section(name: str, params: dict[str, Param]) -> dict[str, Param]:
     """The same params under one heading of the trigger form (the UI groups by ``section``)."""
     return {key: Param(p.value, p.description, schema={**p.schema, "section": name})

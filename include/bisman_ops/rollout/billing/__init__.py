@@ -28,7 +28,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from bisman_ops import config
+from bisman_ops import config, params
 from bisman_ops.change.errors import CheckFailed, fail_unless
 from bisman_ops.change.step import Poke, Result, context, step
 from bisman_ops.rollout.billing import app_secret
@@ -43,14 +43,12 @@ PARAMS: dict[str, Param] = {
                                         title=f"Stripe price id: {plan}",
                                         description=f"Empty: the price with lookup key bisman_{plan}.")
        for plan in ss.PLANS},
-    "webhook_reachable_timeout_seconds": Param(600, type="integer", minimum=10,
-                                               title="Webhook reachability wait (s)",
-                                               description="How long to wait for the redeployed application "
-                                                           "to answer on the webhook URL."),
-    "stripe_delivery_timeout_seconds": Param(300, type="integer", minimum=10,
-                                             title="Stripe webhook delivery wait (s)",
-                                             description="How long to wait for Stripe to deliver the "
-                                                         "replayed test events (staging only)."),
+    "webhook_reachable_timeout_seconds": params.wait_seconds(
+        600, "Webhook reachability wait (s)",
+        "How long to wait for the redeployed application to answer on the webhook URL."),
+    "stripe_delivery_timeout_seconds": params.wait_seconds(
+        300, "Stripe webhook delivery wait (s)",
+        "How long to wait for Stripe to deliver the replayed test events (staging only)."),
 }
 
 
