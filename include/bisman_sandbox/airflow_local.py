@@ -45,6 +45,8 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 _SERVE_LOGS = {"api-server": (), "dag-processor": (), "scheduler": ("--skip-serve-logs",),
                "triggerer": ("--skip-serve-logs",)}
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
+# The components every task process is forked from start with the tasks' libraries imported.
+_FORKS_TASKS = ("scheduler", "celery")
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ class AirflowLocal:
         return SandboxContext(state_dir=self.home / "processes")
 
     def _airflow(self, *args: str) -> list[str]:
+        if args[0] in _FORKS_TASKS:
+            return [sys.executable, "-m", "bisman_sandbox.preloaded_airflow", *args]
         return [str(Path(sys.executable).with_name("airflow")), *args]
 
     def up(self, extra_env: dict[str, str] | None = None, timeout: float = 300) -> None:
