@@ -45,6 +45,7 @@ from bisman_ops.change.step import not_built
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollout import billing as bill
 from bisman_ops.rollout import core_infrastructure as core
+from bisman_ops.rollout import monitoring as mon
 from bisman_ops.rollout import preflight as pre
 from bisman_ops.rollout import read_replica as replica
 from bisman_ops.rollout import scheduled_jobs as jobs
@@ -105,6 +106,7 @@ with DAG(
         **params.section("Usage metering and quotas", usage.PARAMS),
         **params.section("Billing (Stripe)", bill.PARAMS),
         **params.section("Scheduled jobs", jobs.PARAMS),
+        **params.section("Monitoring", mon.PARAMS),
     },
 ) as dag:
     begun = report.begin_run_report()
@@ -150,7 +152,6 @@ with DAG(
         # Drill off: the short-circuit skips it all; the gate still follows the routing check.
         routing >> gate
 
-    # One block per phase still to build: each is replaced by its phase module's tasks.
     with TaskGroup(group_id="usage_metering") as usage_metering:
         shape = usage.usage_params_valid()
         started = usage.migrations_task_started(outputs)
@@ -209,11 +210,31 @@ with DAG(
         chain(effects, removed, jobs_gate)
         effects >> jobs_gate  # a failed check fails the phase even though the teardown passed
 
-    # Phase 6's tasks (bisman_ops.rollout.monitoring) are built and tested against the sandbox but
-    # not yet run under a scheduler: wired in once the rehearsal has run them.
     with TaskGroup(group_id="monitoring") as monitoring:
-        not_built("monitoring_gate", ISSUE)
+        valid = mon.rule_files_valid()
+        delivered = mon.rule_files_delivered(valid)
+        rules = mon.rules_loaded_and_healthy(delivered)
+        folder = mon.grafana_folder_ready()
+        imported = mon.dashboards_imported(folder)
+        probe = mon.probe_tenant_created()
+        panels = mon.panels_show_live_data(imported, rules, outputs, probe)
+        probe_removed = mon.probe_tenant_removed(probe).as_teardown(setups=probe)
+        canary = mon.canary_alert_delivered(mon.canary_watch_started(rules))
+        faulted = mon.app_errors_started(rules)
+        error_alert = mon.error_alert_delivered(faulted)
+        unfaulted = mon.app_errors_stopped().as_teardown(setups=faulted)
+        monitoring_passed = mon.monitoring_gate(imported, panels, canary)
+        # Nothing is delivered or imported until the files and the routing are shown right.
+        chain(mon.dashboards_export_current(), valid, mon.alerts_route_to_email_and_slack(valid),
+              delivered)
+        chain(rules, folder)
+        chain(imported, probe)
+        panels >> probe_removed
+        chain(canary, mon.threshold_drill_enabled(settings), faulted, error_alert, unfaulted,
+              monitoring_passed)
+        error_alert >> monitoring_passed  # a missed alert fails the phase even though the teardown passed
 
+    # One block per phase still to build: each is replaced by its phase module's tasks.
     with TaskGroup(group_id="chaos") as chaos:
         not_built("chaos_gate", ISSUE)
 
@@ -227,4 +248,5 @@ with DAG(
     ).as_teardown(setups=begun)
     chain(begun, preflight, core_infrastructure, read_replica, usage_metering, billing, scheduled_jobs,
           monitoring, chaos, post_deploy, released, written)
-    restored >> released
+    # What the phases changed for their checks is restored before the lock is given back.
+    [restored, probe_removed, unfaulted] >> released

@@ -75,7 +75,8 @@ def test_every_form_field_has_a_title_a_description_and_a_section_in_phase_order
     assert missing == []
     sections = list(dict.fromkeys(p["schema"]["section"] for p in fields.values()))
     assert sections == ["Target", "Preflight and core infrastructure", "Read replica",
-                        "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs"]
+                        "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs",
+                        "Monitoring"]
     # A section keeps its validation: the schema moved, not only the heading.
     assert fields["domain_name"]["schema"]["pattern"]
     assert fields["load_test_users"]["schema"]["maximum"] == 5000

@@ -61,6 +61,14 @@ def test_the_approved_rehearsal_passes_every_built_phase_and_stops_at_the_first_
     for task in ("core_infrastructure.terraform_apply", "read_replica.replica_restored",
                  "read_replica.reads_fall_back_to_primary"):
         assert st[task] == "success", task
+    # Phase 6: the canary and the error-ratio drill's alert reached both channels; what the checks
+    # added (the application's fault, the probe tenant) is gone again.
+    for task in ("monitoring.canary_alert_delivered", "monitoring.error_alert_delivered",
+                 "monitoring.app_errors_stopped", "monitoring.probe_tenant_removed"):
+        assert st[task] == "success", task
+    for alert in ("Watchdog", "BismanHighErrorRatio"):
+        assert any(alert in f"{m['subject']}\n{m.get('text', '')}" for m in rehearsal.mail), alert
+        assert any(alert in json.dumps(p) for p in rehearsal.slack), alert
     stopped = [t for t, state in st.items() if state == "failed"]
     assert stopped and all(t.split(".")[0] in LATER_PHASES for t in stopped), stopped
     assert st["post_deploy.post_deploy_gate"] == "upstream_failed"
@@ -84,6 +92,8 @@ def test_the_rehearsal_report_records_the_approval_outputs_and_measurements_with
     assert pooled["peak_client_connections"] > pooled["peak_server_connections"]
     assert measured["read_replica.replica_lag_below_threshold"]["sql_replay_lag_s"] < 1.0
     assert measured["read_replica.reads_fall_back_to_primary"]["read_route"] == "fallback"
+    panels = measured["monitoring.panels_show_live_data"]
+    assert panels["without_data"] == [] and panels["rendering"] == "not checked"
     assert "sandbox-jwt-secret" not in markdown and "sk_test_sandbox" not in markdown
     # Where it stopped, the team was told by email and Slack.
     where = summary(rep)["stopped at"]
@@ -97,13 +107,20 @@ def test_a_second_rollout_waits_untouched_while_one_is_applied(rehearsal):
     assert all(state in (None, "scheduled") for state in rehearsal.second_states.values())
 
 
-def test_the_same_form_again_plans_no_changes_and_skips_approval_and_apply(af, rehearsal):
-    again = af.trigger(DAG_ID, rehearsal.conf)
+def test_the_same_form_with_the_drills_off_plans_no_changes_and_skips_approval_apply_and_drills(
+        af, rehearsal):
+    # The drills were shown by the rehearsal; switched off they are skipped and their phases still pass.
+    drills_off = {"replica_failure_drill": False, "alert_threshold_drill": False}
+    again = af.trigger(DAG_ID, {**rehearsal.conf, **drills_off})
     assert finished(af, again) == "failed"  # at the first placeholder, as the rehearsal
     st = states(af, again)
     assert st[APPROVE] == "skipped" and st["core_infrastructure.terraform_apply"] == "skipped"
     assert st["core_infrastructure.terraform_outputs_checked"] == "success"
+    for drill in ("read_replica.replica_taken_down", "read_replica.replica_restored",
+                  "monitoring.app_errors_started", "monitoring.app_errors_stopped"):
+        assert st[drill] == "skipped", drill
     assert st["read_replica.read_replica_gate"] == "success"
+    assert st["monitoring.monitoring_gate"] == "success"
 
 
 def test_plan_replacing_the_database_is_flagged_first_and_rejecting_it_applies_nothing(af, sandbox, tmp_path):

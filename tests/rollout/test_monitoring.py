@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import uuid
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ import yaml
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.monitoring import alerts, dashboards, delivery, grafana, prometheus, promtool
 from bisman_ops.rollout import monitoring as mon
+from bisman_ops.rollout.usage_metering import tenants
 
 # -- dashboards as code ------------------------------------------------------------------------------
 
@@ -194,27 +196,45 @@ def test_rules_delivered_are_loaded_healthy_and_a_broken_file_keeps_the_old_rule
         assert impl.deliver(files)["reloaded"] is True
 
 
-def _tenant_traffic(requests_=5):
-    from bisman_ops import app_tokens
-    from bisman_ops.clients import app_http
-    from bisman_sandbox import context as sc
-
-    token = app_tokens.mint(sc.JWT_SECRET, tenant_id=1, role="tenant", ttl=300)
-    for _ in range(requests_):
-        app_http.request("GET", "/api/usage/quota", headers={"Authorization": f"Bearer {token}"}, attempts=1)
+def test_the_probe_tenant_is_a_test_tenant_of_its_own_reused_by_a_retry():
+    probe, planned = tenants.probe("manual__a"), tenants.planned("manual__a")
+    assert probe["id"] >= tenants.TEST_ID_BASE and probe["slug"].startswith(tenants.SLUG_PREFIX)
+    assert probe["id"] not in {t["id"] for t in planned} and probe["day_quota"] is None
+    assert tenants.probe("manual__a") == probe and tenants.probe("manual__b")["id"] != probe["id"]
 
 
-def test_every_panel_returns_data_and_a_panel_without_data_is_named(sandbox_env):
+def body(task):
+    """The phase module's own function under a ``@step`` task (``functools.wraps`` keeps it)."""
+    return task.function.__wrapped__
+
+
+def test_the_probe_tenants_traffic_gives_every_panel_data_and_a_panel_without_data_is_named(sandbox_env):
+    from bisman_ops.rollout.usage_metering import primary
+    from bisman_sandbox import aws
+
     mon._rule_files() and delivery.rule_delivery().deliver(mon._rule_files())  # ALERTS has the Watchdog
-    queries = [q for m in dashboards.load_exported().values() for q in dashboards.panel_queries(m)]
-    deadline = time.monotonic() + 60
-    while True:  # the first scrape after this traffic, at the configured 5 s interval
-        _tenant_traffic()
-        results, problems = mon.panels_without_data(queries, prometheus.query)
-        if not problems or time.monotonic() > deadline:
-            break
-        time.sleep(prometheus.global_interval()["scrape_s"])
-    assert problems == [] and len(results) == len(queries) >= 15
+    outputs = {"app_secrets_arn": aws.names().app_secret_name}
+    probe = tenants.probe(f"test-monitoring-{uuid.uuid4().hex}")
+    with primary() as conn:
+        tenants.create(conn, [probe])
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # each look sends the probe's requests; the first scrapes after them (5 s apart)
+            look = body(mon.panels_show_live_data)({}, {}, outputs, probe)
+            if look.done or time.monotonic() > deadline:
+                break
+            time.sleep(prometheus.global_interval()["scrape_s"])
+        assert look.done, look.waiting_for
+        assert look.value["panels"] == look.measured["panels_queried"] >= 15
+        assert look.measured["series"]["BISMAN ERP / Tenants / Requests per second by tenant (A)"] >= 1
+        with primary() as conn:
+            assert tenants.metered(conn, [probe["id"]])[probe["id"]] > 0  # its traffic was metered
+    finally:
+        removed = body(mon.probe_tenant_removed)(probe)
+    assert removed["tenants_removed"] == 1
+    with primary() as conn:  # the teardown leaves no trace of it
+        assert tenants.metered(conn, [probe["id"]])[probe["id"]] == 0
+        assert conn.execute("SELECT count(*) FROM tenants WHERE id = %s", (probe["id"],)).fetchone()[0] == 0
 
     empty = {
         "dashboard": "BISMAN ERP / SLA",

@@ -7,7 +7,8 @@ No billing e-mail: the quota alerts never mail a test tenant.
 
 - ``load-N``: unlimited ``api_calls`` (a NULL override), the load test's tenants;
 - ``limited``: a small day quota, so the load test's expected 429s are real ones;
-- ``quota``: the quota check's tenant, pushed past a day quota of ``QUOTA_CHECK_LIMIT``.
+- ``quota``: the quota check's tenant, pushed past a day quota of ``QUOTA_CHECK_LIMIT``;
+- ``probe``: unlimited, the monitoring phase's source of live per-tenant traffic (``probe``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def planned(run_id: str) -> list[dict[str, Any]]:
              ("quota", QUOTA_CHECK_LIMIT)]
     return [{"id": base + i, "slug": f"{SLUG_PREFIX}{key:08d}-{role}", "role": role, "day_quota": quota}
             for i, (role, quota) in enumerate(roles)]
+
+
+def probe(run_id: str) -> dict[str, Any]:
+    """The monitoring phase's probe tenant of a run: in the same range, after the usage checks' ids."""
+    first = planned(run_id)[0]
+    key = first["slug"].removeprefix(SLUG_PREFIX).split("-", 1)[0]
+    return {"id": first["id"] + 9, "slug": f"{SLUG_PREFIX}{key}-probe", "role": "probe", "day_quota": None}
 
 
 def create(conn: Any, tenants: list[dict[str, Any]]) -> None:
