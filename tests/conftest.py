@@ -58,3 +58,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)  # it needs the whole Airflow too: not the fast tier
     # The browser walkthrough last of all: it drives the same Airflow and sandbox the e2e runs use.
     items.sort(key=lambda item: ("/tests/e2e/" in str(item.path)) + 2 * ("/tests/ui/" in str(item.path)))
+
+
+@pytest.fixture
+def service_on_revision_2(sandbox):
+    """The application's ECS service on task definition revision 2 before and after the test (an
+    application rollback to ``previous`` then has somewhere to go)."""
+    from bisman_sandbox import aws
+
+    names, ecs = aws.names(), aws.client(sandbox, "ecs")
+    arn = ecs.describe_task_definition(taskDefinition=f"{names.app_task_family}:2")["taskDefinition"][
+        "taskDefinitionArn"]
+
+    def put_back():
+        ecs.update_service(cluster=names.ecs_cluster_name, service=names.ecs_service_name, taskDefinition=arn,
+                           desiredCount=aws.APP_DESIRED_COUNT)
+
+    put_back()
+    yield
+    put_back()

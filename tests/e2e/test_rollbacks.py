@@ -49,22 +49,6 @@ def clients(sandbox):
     return {s: aws.client(sandbox, s) for s in ("ecs", "rds", "dynamodb", "s3", "secretsmanager")}
 
 
-@pytest.fixture
-def service_on_revision_2(clients):
-    ecs = clients["ecs"]
-    arn = ecs.describe_task_definition(taskDefinition=f"{N.app_task_family}:2")["taskDefinition"][
-        "taskDefinitionArn"
-    ]
-
-    def put_back():
-        ecs.update_service(cluster=N.ecs_cluster_name, service=N.ecs_service_name, taskDefinition=arn,
-                           desiredCount=aws.APP_DESIRED_COUNT)
-
-    put_back()
-    yield
-    put_back()
-
-
 def report(clients, dag_id: str, run_id: str, names=N) -> dict:
     json_key, _ = report_keys(names.reports_prefix, RunReport("", dag_id, run_id))
     body = clients["s3"].get_object(Bucket=names.state_bucket, Key=json_key)["Body"].read()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 
+from bisman_sandbox import aws
 from tests.ui.conftest import field
 
 DAG_IDS = {
@@ -11,6 +13,8 @@ DAG_IDS = {
     "bisman_weekly_audit", "bisman_rollback_application", "bisman_rollback_database",
     "bisman_rollback_infrastructure",
 }
+ROLLBACK = "bisman_rollback_application"
+REASON = "INC-4243 the UI walkthrough rolls the application back"
 
 
 def test_dag_list_shows_the_eight_dags_each_with_its_docs(operator, airflow):
@@ -39,7 +43,7 @@ def test_a_malformed_domain_in_the_rollout_form_is_refused_and_creates_no_run(op
     dialog = operator.trigger_dialog("bisman_rollout")
     # The fields are grouped by phase, each group a section the operator opens.
     for section in ("Target", "Preflight and core infrastructure", "Read replica",
-                    "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs"):
+                    "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs", "Monitoring"):
         dialog.get_by_role("button", name=section, exact=True).wait_for()
     dialog.get_by_role("button", name="Target", exact=True).click()
     operator.shot("rollout-form")
@@ -49,3 +53,59 @@ def test_a_malformed_domain_in_the_rollout_form_is_refused_and_creates_no_run(op
     operator.shot("rollout-form-refused")
     assert dialog.is_visible()
     assert airflow._call("GET", "/dags/bisman_rollout/dagRuns?limit=1")["total_entries"] == before
+
+
+def _latest_run(airflow, dag_id: str) -> dict | None:
+    runs = airflow._call("GET", f"/dags/{dag_id}/dagRuns?order_by=-run_after&limit=1")["dag_runs"]
+    return runs[0] if runs else None
+
+
+def _trigger_rollback_from_the_form(operator, airflow, confirm: str, shot: str) -> dict:
+    before = _latest_run(airflow, ROLLBACK)
+    dialog = operator.trigger_dialog(ROLLBACK)
+    field(dialog, "Reason").get_by_role("textbox").fill(REASON)
+    field(dialog, "Confirm").get_by_role("textbox").fill(confirm)
+    operator.shot(f"{shot}-form")
+    dialog.get_by_role("button", name="Trigger", exact=True).click()
+    dialog.wait_for(state="hidden")
+    deadline = time.monotonic() + 60
+    while (run := _latest_run(airflow, ROLLBACK)) is None or run == before or (
+            before and run["dag_run_id"] == before["dag_run_id"]):
+        assert time.monotonic() < deadline, "the form created no run"
+        time.sleep(1)
+    return run
+
+
+def _watch_run(operator, airflow, run: dict, shot: str) -> str:
+    """The run's page as the operator watches it, until the run has ended."""
+    operator.open(f"/dags/{ROLLBACK}/runs/{run['dag_run_id']}")
+    state = airflow.wait_for_run(ROLLBACK, run["dag_run_id"], timeout=900)
+    operator.page.reload()
+    operator.page.get_by_text(re.compile(rf"^{state}$", re.I)).first.wait_for()
+    operator.shot(shot)
+    return state
+
+
+def test_an_application_rollback_from_its_form_is_refused_with_a_wrong_confirmation_then_runs(
+        operator, airflow, sandbox, service_on_revision_2):
+    names, ecs = aws.names(), aws.client(sandbox, "ecs")
+    airflow.wait_for_dag(ROLLBACK)
+    airflow.unpause(ROLLBACK)  # as the e2e tier leaves it; this tier may also run alone
+
+    def revision() -> str:
+        service = ecs.describe_services(cluster=names.ecs_cluster_name, services=[names.ecs_service_name])
+        return service["services"][0]["taskDefinition"].rsplit(":", 1)[-1]
+
+    refused = _trigger_rollback_from_the_form(operator, airflow, "not-the-service", "wrong-confirmation")
+    assert _watch_run(operator, airflow, refused, "wrong-confirmation-run") == "failed"
+    states = {t["task_id"]: t["state"] for t in airflow.task_instances(ROLLBACK, refused["dag_run_id"])}
+    assert states["validate_request"] == "failed" and states["acquire_change_lock"] == "upstream_failed"
+    assert revision() == "2"  # nothing changed
+    # The failed task's log says what was wrong.
+    operator.open(f"/dags/{ROLLBACK}/runs/{refused['dag_run_id']}/tasks/validate_request")
+    operator.page.get_by_text(re.compile(r"'not-the-service'")).first.wait_for()
+    operator.shot("wrong-confirmation-log")
+
+    done = _trigger_rollback_from_the_form(operator, airflow, names.ecs_service_name, "right-confirmation")
+    assert _watch_run(operator, airflow, done, "right-confirmation-run") == "success"
+    assert revision() == "1"
