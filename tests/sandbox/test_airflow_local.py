@@ -87,3 +87,23 @@ def test_metadata_database_starts_accepts_airflows_role_and_stops_by_pid(home):
     assert not pid_alive(pid)
     assert not port_open(db.port)
     assert not list(home.rglob("*.db")), "no SQLite file anywhere in the Airflow home"
+
+
+def test_the_components_that_fork_tasks_start_with_the_tasks_libraries_imported(home):
+    import subprocess
+    import sys
+
+    from bisman_sandbox import preloaded_airflow
+
+    af = AirflowLocal(home, _free_port_block())
+    for args in (("scheduler",), ("celery", "worker")):
+        assert af._airflow(*args)[:3] == [sys.executable, "-m", "bisman_sandbox.preloaded_airflow"]
+    assert af._airflow("api-server")[0].endswith("/airflow")
+    assert not [m for m in preloaded_airflow.PRELOAD if m.startswith("bisman_sandbox")]
+    # The wrapper imports every name, then is Airflow's own command line.
+    code = ("import sys, runpy; sys.argv = ['x', 'version']; "
+            "runpy.run_module('bisman_sandbox.preloaded_airflow', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code + "\n"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **af.database_environment()})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("3.")
