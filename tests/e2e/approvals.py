@@ -27,16 +27,18 @@ def answer(af, dag_id: str, run_id: str, task_id: str, option: str, timeout: flo
         wait_until(lambda asked=asked: pause_seen_by_scheduler(dag_id, run_id, task_id, asked), timeout=300,
                    what=f"the scheduler to see {task_id} pause", interval=1)
         af.answer_approval(dag_id, run_id, task_id, option)
-
-        def settled(asked: int = asked) -> bool:
-            ti = task_instance(af, dag_id, run_id, task_id)
-            return ti["state"] in ("success", "failed") or (
-                ti["state"] == "awaiting_input" and ti["try_number"] > asked)
-
-        wait_until(settled, timeout=300, what=f"{task_id} to take the answer {option}", interval=1)
+        wait_until(lambda asked=asked: answer_taken(af, dag_id, run_id, task_id, asked), timeout=300,
+                   what=f"{task_id} to take the answer {option}", interval=1)
         if task_instance(af, dag_id, run_id, task_id)["state"] in ("success", "failed"):
             return details
     raise AssertionError(f"{task_id} asked three times")
+
+
+def answer_taken(af, dag_id: str, run_id: str, task_id: str, asked: int) -> bool:
+    """The answer to try ``asked`` counted (the task finished), or was lost and it asks again."""
+    ti = task_instance(af, dag_id, run_id, task_id)
+    asked_again = ti["state"] == "awaiting_input" and ti["try_number"] > asked
+    return ti["state"] in ("success", "failed") or asked_again
 
 
 def pause_seen_by_scheduler(dag_id: str, run_id: str, task_id: str, try_number: int) -> bool:

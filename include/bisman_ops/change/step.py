@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 RECORD_KEY = "change_record"
 SENSOR_CEILING = timedelta(hours=24)  # Airflow's own limit; the param-driven timeout comes first
+# Airflow 3.3 fails a rescheduled sensor whose next look is queued before the scheduler has taken
+# the previous look's executor event (seen 5 s late on this loaded 2-core machine): looks are at
+# least this far apart.
+RESCHEDULE_FLOOR = timedelta(seconds=15)
 MAX_MESSAGE_CHARS = 3000
 
 
@@ -199,7 +203,9 @@ def sensor(fn: Callable | None = None, *, poke_interval: timedelta = timedelta(s
             return _poke(fn, lease, timeout_param, timeout, args, kwargs)
 
         task_kwargs.setdefault("mode", "reschedule")
-        return task.sensor(poke, poke_interval=poke_interval.total_seconds(),
+        rescheduled = task_kwargs["mode"] == "reschedule"
+        interval = max(poke_interval, RESCHEDULE_FLOOR) if rescheduled else poke_interval
+        return task.sensor(poke, poke_interval=interval.total_seconds(),
                            timeout=SENSOR_CEILING.total_seconds(), **task_kwargs)
 
     return decorate(fn) if fn is not None else decorate

@@ -34,7 +34,11 @@ CANARY = "Watchdog"
 THRESHOLD_ALERT = "BismanHighErrorRatio"
 DRILL_REQUESTS_PER_POKE = 40
 DRILL_PATH = "/api/usage/quota"
-POKE = timedelta(seconds=5)
+POKE = timedelta(seconds=15)  # still several looks (and drill bursts) in each rule's 1 m rate window
+# A failed try of an alert watch is retried soon: the drill's traffic (sent by each look) must not
+# stop for longer than the error-ratio rule's 1 m rate window, or its `for` starts over.
+ALERT_WATCH = {"poke_interval": POKE, "timeout": timedelta(minutes=30), "retries": 2,
+               "retry_delay": timedelta(seconds=10)}
 PROBE_REQUESTS_PER_POKE = 20
 PANEL_DATA_TIMEOUT = timedelta(minutes=3)  # many scrape intervals of probe traffic
 PROBE_TOKEN_TTL_S = 60  # minted again at each look
@@ -365,7 +369,7 @@ def canary_watch_started(rules: dict) -> dict:
     return _mark(CANARY)
 
 
-@step.sensor(poke_interval=POKE, timeout=timedelta(minutes=30))
+@step.sensor(**ALERT_WATCH)
 def canary_alert_delivered(mark: dict) -> Poke:
     return _alert_poke(CANARY, mark, mark["budget_s"])
 
@@ -383,7 +387,7 @@ def app_errors_started(rules: dict) -> dict:
     return {**alerts.app_fault().start(), **_mark(THRESHOLD_ALERT)}
 
 
-@step.sensor(poke_interval=POKE, timeout=timedelta(minutes=30))
+@step.sensor(**ALERT_WATCH)
 def error_alert_delivered(mark: dict) -> Poke:
     """Each look sends a burst of requests (answered 500 by the fault) so the ratio stays high."""
     from bisman_ops.clients import app_http
