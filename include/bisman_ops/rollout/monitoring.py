@@ -310,8 +310,9 @@ def panels_show_live_data(imported: dict, rules: dict, outputs: dict, probe: dic
         "rendering": "not checked",
         "series": {f"{r['dashboard']} / {r['panel']} ({r['ref']})": r["series"] for r in results},
     }
-    if problems:
-        return Poke(False, measured, "; ".join(problems))
+    if problems:  # on timeout this is the failure: what to check comes with it
+        return Poke(False, measured, "; ".join(problems) + ". Check the metric names against what "
+                    "Prometheus scrapes and that the probe's requests reach the application")
     return Poke(True, measured, value={"panels": len(results)})
 
 

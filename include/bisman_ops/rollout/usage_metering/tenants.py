@@ -28,10 +28,15 @@ LIMITED_DAY_QUOTA = 10
 QUOTA_CHECK_LIMIT = 3
 
 
+def _run_key(run_id: str) -> tuple[int, int]:
+    """A run's key and the first of its ten test tenant ids (so a retry reuses them)."""
+    key = zlib.crc32(run_id.encode()) % 100_000_000
+    return key, TEST_ID_BASE + key * 10
+
+
 def planned(run_id: str) -> list[dict[str, Any]]:
     """The test tenants of a run: id, slug, role and day quota (None: unlimited)."""
-    key = zlib.crc32(run_id.encode()) % 100_000_000
-    base = TEST_ID_BASE + key * 10
+    key, base = _run_key(run_id)
     roles = [("limited", LIMITED_DAY_QUOTA), *((f"load-{i}", None) for i in range(1, LOAD_TENANTS + 1)),
              ("quota", QUOTA_CHECK_LIMIT)]
     return [{"id": base + i, "slug": f"{SLUG_PREFIX}{key:08d}-{role}", "role": role, "day_quota": quota}
@@ -40,9 +45,8 @@ def planned(run_id: str) -> list[dict[str, Any]]:
 
 def probe(run_id: str) -> dict[str, Any]:
     """The monitoring phase's probe tenant of a run: in the same range, after the usage checks' ids."""
-    first = planned(run_id)[0]
-    key = first["slug"].removeprefix(SLUG_PREFIX).split("-", 1)[0]
-    return {"id": first["id"] + 9, "slug": f"{SLUG_PREFIX}{key}-probe", "role": "probe", "day_quota": None}
+    key, base = _run_key(run_id)
+    return {"id": base + 9, "slug": f"{SLUG_PREFIX}{key:08d}-probe", "role": "probe", "day_quota": None}
 
 
 def create(conn: Any, tenants: list[dict[str, Any]]) -> None:
