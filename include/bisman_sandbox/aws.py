@@ -5,8 +5,8 @@ environment (VPC, security groups, RDS primary and read replica, ECS cluster/ser
 definitions, the application's secret, the Terraform state bucket and lock table, the log group,
 the ALB with its HTTPS listener, ACM certificate, WAF web ACL and Route 53 records). moto keeps
 everything in memory, so a restarted server is simply seeded again. ``seeded`` reads back the ids
-and ARNs the Terraform stand-in publishes as outputs. ``up`` also starts the replica-lag publisher,
-because moto has no RDS metrics of its own.
+and ARNs the sandbox's Terraform configuration publishes as outputs. ``up`` also starts the
+replica-lag publisher, because moto has no RDS metrics of its own.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def sandbox_app_secret(ctx: SandboxContext) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class SeededResources:
-    """Ids and ARNs of the seeded environment, what the Terraform stand-in's outputs point at."""
+    """Ids and ARNs of the seeded environment, what the sandbox's Terraform outputs point at."""
 
     account_id: str
     region: str

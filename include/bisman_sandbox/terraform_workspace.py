@@ -110,7 +110,9 @@ def _seeded_environments(ctx: SandboxContext) -> dict[str, Any]:
 
 def up(ctx: SandboxContext) -> dict[str, str]:
     repo = workspace_dir(ctx)
-    if (repo / "main.tf.json").exists():  # made for the retired Terraform stand-in: start again
+    # A sandbox state folder from before the configuration was HCL holds a main.tf.json there:
+    # make the repository again (harmless otherwise).
+    if (repo / "main.tf.json").exists():
         shutil.rmtree(repo)
     if not (repo / ".git").exists():
         init_repo(repo)

@@ -344,8 +344,11 @@ def infra_repo(sandbox, tmp_path_factory):
     return make_infra_repo(tmp_path_factory.mktemp("e2e-infra") / "ops", sandbox)
 
 
-def standin_state(repo: dict) -> dict:
-    return repo["state"]()  # staging's Terraform state in moto's S3
+def backend_state(repo: dict) -> dict:
+    """Staging's Terraform state in moto's S3; its absence fails (no comparison of two Nones)."""
+    state = repo["state"]()
+    assert state, "no Terraform state for staging in moto's S3"
+    return state
 
 
 def infra_conf(repo, **overrides) -> dict:
@@ -359,7 +362,7 @@ def infra_conf(repo, **overrides) -> dict:
 
 
 def test_infrastructure_rollback_rejected_at_approval_applies_nothing(af, sandbox, clients, infra_repo):
-    state = standin_state(infra_repo)
+    state = backend_state(infra_repo)
     run_id = af.trigger(INFRA, infra_conf(infra_repo))
     af.wait_for_task_state(INFRA, run_id, "approve_plan", ("awaiting_input",), timeout=300)
     answer(af, INFRA, run_id, "approve_plan", "Reject")
@@ -367,7 +370,7 @@ def test_infrastructure_rollback_rejected_at_approval_applies_nothing(af, sandbo
     states = {t["task_id"]: t["state"] for t in af.task_instances(INFRA, run_id)}
     assert states["apply_approved_plan"] == "upstream_failed" and states["release_change_lock"] == "success"
     assert report(clients, INFRA, run_id)["outcome"] == "rejected"
-    assert standin_state(infra_repo) == state
+    assert backend_state(infra_repo) == state
     assert lock_free(clients)
 
 
@@ -381,7 +384,7 @@ def test_infrastructure_rollback_applies_the_approved_plan_of_the_previous_commi
     assert "Stateful resources destroyed or replaced" in body
     answer(af, INFRA, run_id, "approve_plan", "Approve")
     assert af.wait_for_run(INFRA, run_id, timeout=300) == "success"
-    state = standin_state(infra_repo)
+    state = backend_state(infra_repo)
     addresses = {f"{r['type']}.{r['name']}" for r in state["resources"]}
     assert "terraform_data.db_reporting" not in addresses and "terraform_data.db_primary" in addresses
     rep = report(clients, INFRA, run_id)

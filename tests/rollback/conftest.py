@@ -1,4 +1,4 @@
-"""Fixtures for the rollback logic: the sandbox's moto, PostgreSQL, PgBouncer and Terraform stand-in
+"""Fixtures for the rollback logic: the sandbox's moto, PostgreSQL, PgBouncer and Terraform workspace
 (started once, never stopped here), boto3 clients on them, and a fingerprint of everything a
 refused rollback must leave as it was."""
 

@@ -104,6 +104,69 @@ def test_a_plan_file_changed_in_s3_is_not_applied(ctx, project, tf_env, source, 
     assert helpers.state_fingerprint(ctx, project, "staging") == state
 
 
+def test_a_configuration_bundle_changed_in_s3_is_not_applied(ctx, project, tf_env, source, tmp_path):
+    p = session(project, "staging", "manual__c1", "plan", tmp_path)
+    p.prepare_from_directory(source)  # the current commit: three application tasks
+    p.write_tfvars(helpers.tfvars(project, "staging", app_image="erp:bundle-1"))
+    planned = p.plan()
+    assert planned["has_changes"]
+    other = session(project, "staging", "manual__c2", "plan", tmp_path)
+    other.prepare_from_git(source, helpers.git(source, "rev-parse", "HEAD~1"))  # two tasks
+    other.write_tfvars(helpers.tfvars(project, "staging", app_image="erp:bundle-1"))
+    swapped = other.plan()
+    assert swapped["config_sha256"] != planned["config_sha256"]
+    s3 = aws.client(ctx, "s3")
+    bucket = ResourceNames(project, "staging").state_bucket
+    s3.copy_object(Bucket=bucket, Key=planned["config_key"],
+                   CopySource={"Bucket": bucket, "Key": swapped["config_key"]})
+    state = helpers.state_fingerprint(ctx, project, "staging")
+    with pytest.raises(TerraformSessionError, match="configuration of the approved plan in S3 has SHA-256"):
+        session(project, "staging", "manual__c1", "apply", tmp_path).apply(planned)
+    assert helpers.state_fingerprint(ctx, project, "staging") == state
+
+
+LEAKY_CONFIGURATION = """
+terraform {
+  backend "s3" {}
+}
+
+variable "connection_note" {
+  type      = string
+  sensitive = true
+}
+
+resource "terraform_data" "leaky" {
+  input = "x"
+  provisioner "local-exec" {
+    command = "echo 'cannot reach ${nonsensitive(var.connection_note)}' >&2; exit 1"
+  }
+}
+"""
+
+
+def test_an_apply_error_never_shows_a_sensitive_value_of_the_plan(ctx, tf_env, tmp_path):
+    from bisman_ops.terraform import TerraformError
+
+    # The value is only in the plan (a variable marked sensitive, with a name that does not look
+    # secret): the apply's session learns it from the plan itself, not from its environment.
+    fresh = helpers.make_project(ctx)
+    config = tmp_path / "leaky"
+    config.mkdir()
+    (config / "main.tf").write_text(LEAKY_CONFIGURATION)
+    note = "db-host-behind-vpn-5c81e2"
+    p = session(fresh, "staging", "manual__leak", "plan", tmp_path)
+    p.prepare_from_directory(config)
+    p.write_tfvars({"connection_note": note})
+    planned = p.plan()
+    p.cleanup()
+    assert note not in json.dumps(planned)
+    with pytest.raises(TerraformError) as excinfo:
+        session(fresh, "staging", "manual__leak", "apply", tmp_path).apply(planned)
+    said = f"{excinfo.value}\n{excinfo.value.stderr}"
+    assert "local-exec provisioner error" in said and "cannot reach ***" in said
+    assert note not in said
+
+
 def test_a_plan_made_stale_by_another_apply_is_refused_by_terraform(ctx, project, tf_env, source, tmp_path):
     from bisman_ops.terraform import TerraformError
 

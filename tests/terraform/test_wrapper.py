@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -53,6 +54,20 @@ def test_default_binary_is_the_projects_command():
     tf = Terraform()
     assert tf.command() == [sys.executable, "-m", "bisman_ops.terraform_cli"]
     assert terraform.version_at_least(tf.version(), "1.15.0")
+
+
+def test_a_sites_own_terraform_named_by_the_environment_is_the_one_run(tmp_path, monkeypatch):
+    marker = tmp_path / "site-terraform-ran"
+    site = tmp_path / "site-terraform"  # a site's terraform: here the sandbox's, behind a wrapper
+    site.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(marker))}\n"
+                    f'exec {shlex.quote(str(terraform_workspace.TERRAFORM_BIN))} "$@"\n')
+    site.chmod(0o755)
+    monkeypatch.setenv(terraform.BINARY_ENV, str(site))
+    tf = Terraform(workdir=tmp_path)
+    assert tf.command() == [str(site)]
+    assert not marker.exists()
+    assert tf.version().startswith("1.15.")
+    assert marker.exists()  # the version came through the site's command
 
 
 def test_plan_exit_codes_then_apply_gives_contract_outputs_pointing_at_the_sandbox(

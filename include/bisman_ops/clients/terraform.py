@@ -262,7 +262,8 @@ class TerraformSession:
 
     def apply(self, planned: Mapping[str, Any], *, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Apply exactly the plan ``plan()`` returned (and a human approved), in a fresh working
-        directory: both files downloaded from S3 and checked against their SHA-256 first. Once
+        directory: both files downloaded from S3 and checked against their SHA-256 first, and the
+        plan read (``show -json``) so that its sensitive values are redacted from any error. Once
         applied, ``inputs`` (the variables it was planned with) are recorded for the environment.
         A retry after a successful apply applies nothing again. Returns the outputs."""
         s3 = self._s3()
@@ -281,7 +282,9 @@ class TerraformSession:
         s3.download_file(self.state_bucket, planned["plan_key"], str(plan_path))
         _verify(plan_path, planned["plan_sha256"], "approved plan file")
         self.init()
-        self.terraform().apply(plan_path)
+        tf = self.terraform()
+        tf.show_json(plan_path)  # learn the plan's sensitive values: an apply error is redacted of them
+        tf.apply(plan_path)
         s3.put_object(Bucket=self.state_bucket, Key=marker, Body=planned["plan_sha256"].encode())
         if inputs is not None:
             self.record_inputs(inputs)
