@@ -19,11 +19,13 @@ from bisman_ops.clients.airflow_api import AirflowApi
 from bisman_ops.rollout import scheduled_jobs as jobs
 from bisman_sandbox import postgres
 from bisman_sandbox.airflow_local import ADMIN_USER, AirflowLocal
-from tests.e2e.rollout_runs import DAG_ID
+from tests.e2e.rollout_runs import DAG_ID, steps
 
 pytestmark = pytest.mark.timeout(2400)
 
 GROUP = "scheduled_jobs"
+EFFECTS = ("usage_aggregated_for_a_day", "weekly_audit_report_written", "quota_alert_sent_once",
+           "trial_downgraded")
 
 
 def smoke_tenants(sandbox) -> list[tuple]:
@@ -48,6 +50,30 @@ def test_phase_unpauses_smoke_runs_each_job_and_verifies_its_effect(rollout, reh
                  and "over-quota" in json.dumps(m.get("to"))]
     assert len(to_tenant) == 1, to_tenant  # the alert's mail arrived, once
     assert smoke_tenants(sandbox) == []  # the teardown removed them
+
+
+def test_the_report_shows_each_smoke_runs_effect(rehearsal):
+    measured = steps(rehearsal.report)
+    effects = {name: measured[f"{GROUP}.{name}"] for name in EFFECTS}
+    for name, effect in effects.items():
+        assert effect["run"]["state"] == "success", name
+        assert effect["run"]["run_id"] == jobs.smoke_run_id(rehearsal.run_id), name
+
+    aggregated = effects["usage_aggregated_for_a_day"]
+    assert aggregated["day"] and aggregated["tenant_usage_day_rows"] > 0
+    # The run's day is one of the two seeded for the usage tenant, aggregated to the same count.
+    assert aggregated["test_tenant_seeded"] in jobs.SMOKE_SEEDED_USAGE
+    assert aggregated["test_tenant_aggregated"] == aggregated["test_tenant_seeded"]
+
+    audit = effects["weekly_audit_report_written"]
+    assert audit["week"] and set(audit["reports"]) == {"report.json", "report.md"}
+    assert all(r["uri"].startswith("s3://") and r["bytes"] > 0 for r in audit["reports"].values())
+
+    quota = effects["quota_alert_sent_once"]
+    assert quota["alerts"] == 1 and int(quota["payloads"][0]["threshold"]) == 100
+
+    trial = effects["trial_downgraded"]
+    assert trial["plan"] == "free" and trial["status"] != "trialing" and "trial.expired" in trial["events"]
 
 
 @pytest.fixture

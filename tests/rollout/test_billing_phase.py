@@ -2,8 +2,8 @@
 order against the sandbox (Stripe emulator, moto, the application restarted by the redeploy), from
 "no endpoint" to Stripe's own delivery of the replayed triggers into ``events``; then the DAG's
 shape: nothing that changes Stripe or the secret runs before the read-only checks, waits give
-their worker slot back, and the next phase waits for the gate. The sandbox's endpoint, secret and
-application are put back afterwards."""
+their worker slot back, and the next phase waits for the gate (a failed check leaves both unrun).
+The sandbox's endpoint, secret and application are put back afterwards."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from bisman_ops.naming import ResourceNames
 from bisman_ops.rollout import billing
 from bisman_ops.rollout.billing import stripe_setup as ss
+from tests.rollout.dag_shape import unrun
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ResourceNames("bisman-erp", "staging")
@@ -156,6 +157,7 @@ CHANGING = ("stripe_configuration_applied", "app_redeployed", "stripe_cli_trigge
             "checkout_session_created")
 READ_ONLY = ("billing_settings_valid", "stripe_key_mode_matches_environment", "prices_active_for_their_plans",
              "webhook_endpoint_planned")
+CHECKS = (*READ_ONLY, "signed_event_accepted", "wrongly_signed_event_refused")
 
 
 @pytest.mark.parametrize("changing", CHANGING)
@@ -171,6 +173,19 @@ def test_the_change_waits_for_the_approval_and_the_next_phase_for_the_gate(dag):
     assert all("billing.billing_gate" in upstream_closure(dag, t) for t in first_of_jobs)
     for check in ("signed_event_accepted", "wrongly_signed_event_refused", "triggered_events_delivered"):
         assert f"billing.{check}" in upstream_closure(dag, "billing.billing_gate")
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_a_failed_check_leaves_the_gate_and_the_next_phase_unrun(dag, check):
+    after = {t.task_id for t in dag.get_task(f"billing.{check}").get_flat_relatives(upstream=False)}
+    first_of_jobs = [t.task_id for t in dag.tasks if t.task_id.startswith("scheduled_jobs.")
+                     and not any(u.startswith("scheduled_jobs.") for u in t.upstream_task_ids)]
+    assert "scheduled_jobs.recurring_dags_deployed" in first_of_jobs
+    assert {"billing.billing_gate", *first_of_jobs} <= after
+    # By their trigger rules neither runs past the failure: the gate's none_failed_min_one_success and
+    # the changes' none_failed still stop on a failed upstream.
+    stopped = unrun(dag, failed=(f"billing.{check}",))
+    assert [t for t in ("billing.billing_gate", *first_of_jobs) if stopped.get(t) != "upstream_failed"] == []
 
 
 def test_waits_hold_no_worker_slot_between_pokes(dag):
