@@ -44,6 +44,7 @@ from bisman_ops.change.notify import TeamNotifier
 from bisman_ops.change.step import not_built
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollout import billing as bill
+from bisman_ops.rollout import chaos as drills
 from bisman_ops.rollout import core_infrastructure as core
 from bisman_ops.rollout import monitoring as mon
 from bisman_ops.rollout import preflight as pre
@@ -107,6 +108,7 @@ with DAG(
         **params.section("Billing (Stripe)", bill.PARAMS),
         **params.section("Scheduled jobs", jobs.PARAMS),
         **params.section("Monitoring", mon.PARAMS),
+        **params.section("Chaos drills", drills.PARAMS),
     },
 ) as dag:
     begun = report.begin_run_report()
@@ -160,10 +162,10 @@ with DAG(
         load = usage.load_test_within_thresholds(outputs, shape, test_tenants)
         metering = usage.metering_exact(test_tenants, load)
         quota = usage.quota_enforced(outputs, test_tenants)
-        removed = usage.test_tenants_removed(test_tenants).as_teardown(setups=test_tenants)
+        tenants_removed = usage.test_tenants_removed(test_tenants).as_teardown(setups=test_tenants)
         chain(shape, usage.meter_settings_enabled(outputs), started, migrated,
-              usage.usage_tables_match_contract(migrated), test_tenants, load, metering, quota, removed,
-              usage.usage_metering_gate(load, metering, quota))
+              usage.usage_tables_match_contract(migrated), test_tenants, load, metering, quota,
+              tenants_removed, usage.usage_metering_gate(load, metering, quota))
 
     with TaskGroup(group_id="billing") as billing:
         bills = bill.billing_settings_valid(settings)
@@ -189,7 +191,7 @@ with DAG(
         deployed = jobs.recurring_dags_deployed()
         unpaused = jobs.recurring_dags_unpaused(deployed)
         tenants = jobs.smoke_tenants_created(settings)
-        removed = jobs.smoke_tenants_removed(tenants).as_teardown(setups=tenants)
+        smoke_removed = jobs.smoke_tenants_removed(tenants).as_teardown(setups=tenants)
         customer_visible = jobs.customer_visible_smoke_runs_allowed(settings)
         smoke_runs = [
             jobs.smoke_run(task_id="daily_usage_aggregation_smoke_run", dag_id=jobs.DAILY_AGGREGATION),
@@ -207,7 +209,7 @@ with DAG(
         chain(unpaused, tenants, [*smoke_runs[:2], customer_visible])
         customer_visible >> smoke_runs[2:]  # prod: no quota or trial runs (they mail and downgrade tenants)
         chain(smoke_runs, effects)  # each check reads its own run
-        chain(effects, removed, jobs_gate)
+        chain(effects, smoke_removed, jobs_gate)
         effects >> jobs_gate  # a failed check fails the phase even though the teardown passed
 
     with TaskGroup(group_id="monitoring") as monitoring:
@@ -234,9 +236,32 @@ with DAG(
               monitoring_passed)
         error_alert >> monitoring_passed  # a missed alert fails the phase even though the teardown passed
 
-    # One block per phase still to build: each is replaced by its phase module's tasks.
     with TaskGroup(group_id="chaos") as chaos:
-        not_built("chaos_gate", ISSUE)
+        drill_plan = drills.drills_planned(settings)
+        drills_answer = ChangeApproval(task_id="approve_drills", question=drill_plan,
+                                       response_timeout=APPROVAL_TIMEOUT)
+        previous = drills.drills_approved(drill_plan, drills_answer.output)
+        enabled = drills.drills_enabled(drill_plan)
+        # Off: everything after the switch is skipped. Staging: the approval alone is skipped.
+        chain(drill_plan, enabled, drills.drills_approval_needed(drill_plan), drills_answer, previous)
+        enabled >> previous
+        journals, drills_restored = [], []
+        for drill in drills.DRILLS:  # one at a time: one blast radius at a time
+            with TaskGroup(group_id=drill):
+                before = drills.steady_state_before(drill, drill_plan, outputs)
+                injected = drills.fault_injected(drill, outputs, before)
+                during = drills.fault_coped_with(drill, drill_plan, outputs, before, injected)
+                restored_ = drills.fault_restored(drill, outputs, before).as_teardown(setups=injected)
+                after = drills.steady_state_after(drill, drill_plan, settings, outputs, before, injected,
+                                                  during, restored_)
+                chain(previous, before)
+                during >> restored_  # the restore waits for the watch (or its abort)
+            previous = after
+            journals.append(after)
+            drills_restored.append(restored_)
+        drills.chaos_gate(drill_plan, journals)
+
+    # One block per phase still to build: each is replaced by its phase module's tasks.
 
     with TaskGroup(group_id="post_deploy") as post_deploy:
         not_built("post_deploy_gate", ISSUE)
@@ -249,4 +274,4 @@ with DAG(
     chain(begun, preflight, core_infrastructure, read_replica, usage_metering, billing, scheduled_jobs,
           monitoring, chaos, post_deploy, released, written)
     # What the phases changed for their checks is restored before the lock is given back.
-    [restored, probe_removed, unfaulted] >> released
+    [restored, tenants_removed, smoke_removed, probe_removed, unfaulted, *drills_restored] >> released

@@ -122,11 +122,13 @@ def healthy(ctx: SandboxContext) -> bool:
 
 
 def settings(ctx: SandboxContext) -> dict[str, str]:
-    """Phase 4's redeploy restarts this server (bisman_sandbox.billing_impl)."""
+    """Phase 4's redeploy restarts this server (bisman_sandbox.billing_impl); phase 7's task-killed
+    drill kills one of its workers (bisman_sandbox.chaos_impl)."""
     from bisman_ops.extension import env_var
     from bisman_sandbox.billing_impl import IMPLEMENTATION
 
-    return {env_var("service_redeploy"): IMPLEMENTATION}
+    return {env_var("service_redeploy"): IMPLEMENTATION,
+            env_var("app_task_kill"): "bisman_sandbox.chaos_impl:SandboxAppTaskKill"}
 
 
 def connections(ctx: SandboxContext) -> dict[str, dict]:

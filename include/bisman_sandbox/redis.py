@@ -133,6 +133,13 @@ def failover(ctx: SandboxContext, timeout: float = 30.0) -> tuple[tuple[str, int
     return old, master_address(ctx)
 
 
+def settings(ctx: SandboxContext) -> dict[str, str]:
+    """Phase 7's Redis drill fails over through Sentinel (moto has no ElastiCache test_failover)."""
+    from bisman_ops.extension import env_var
+
+    return {env_var("redis_failover"): "bisman_sandbox.chaos_impl:SandboxRedisFailover"}
+
+
 def client(ctx: SandboxContext) -> redis.Redis:
     """A client bound to whichever instance Sentinel names master, re-asking after a failover."""
     sentinel = Sentinel(

@@ -68,6 +68,23 @@ def test_the_lock_and_the_report_are_teardowns_and_the_drill_restore_tears_down_
     assert "read_replica.replica_restored" in t["release_change_lock"].upstream_task_ids
 
 
+def test_every_phase_undoes_what_it_changed_for_its_checks_before_the_lock_is_given_back(dag):
+    """Each drill's restore, each test tenant's removal, each fault switched off: a teardown of its
+    setup, and upstream of the lock's release (another change must not start on a half-restored
+    environment)."""
+    t = dag.task_dict
+    undo = [task for task in dag.tasks if task.is_teardown and task.task_id not in
+            ("release_change_lock", "write_run_report")]
+    assert {u.task_id for u in undo} >= {
+        "read_replica.replica_restored", "usage_metering.test_tenants_removed",
+        "scheduled_jobs.smoke_tenants_removed", "monitoring.probe_tenant_removed",
+        "monitoring.app_errors_stopped", *(f"chaos.{d}.fault_restored" for d in
+                                           ("replica_failure", "redis_failover", "app_task_killed"))}
+    for task in undo:
+        assert any(t[u].is_setup for u in task.upstream_task_ids), task.task_id
+        assert task.task_id in t["release_change_lock"].upstream_task_ids, task.task_id
+
+
 def test_every_form_field_has_a_title_a_description_and_a_section_in_phase_order(dag):
     fields = {key: dag.params.get_param(key).dump() for key in dag.params}
     missing = [key for key, p in fields.items()
@@ -76,7 +93,7 @@ def test_every_form_field_has_a_title_a_description_and_a_section_in_phase_order
     sections = list(dict.fromkeys(p["schema"]["section"] for p in fields.values()))
     assert sections == ["Target", "Preflight and core infrastructure", "Read replica",
                         "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs",
-                        "Monitoring"]
+                        "Monitoring", "Chaos drills"]
     # A section keeps its validation: the schema moved, not only the heading.
     assert fields["domain_name"]["schema"]["pattern"]
     assert fields["load_test_users"]["schema"]["maximum"] == 5000

@@ -16,8 +16,10 @@ import pytest
 
 from bisman_ops import change_lock
 from bisman_ops.naming import ResourceNames
+from bisman_ops.rollout.chaos import DRILLS
 from bisman_ops.rollout.read_replica import cloudwatch_replica_lag
 from bisman_sandbox import aws as sandbox_aws
+from bisman_sandbox import context as sandbox_context
 from bisman_sandbox import replica_lag_publisher, sinks
 from bisman_sandbox.process import SandboxError, wait_until
 from bisman_sandbox.rollout_conf import rollout_conf
@@ -48,7 +50,8 @@ def af(rollout):
     return rollout
 
 
-def test_the_approved_rehearsal_passes_every_built_phase_and_stops_at_the_first_placeholder(rehearsal):
+def test_the_approved_rehearsal_passes_every_built_phase_and_stops_at_the_first_placeholder(
+        rehearsal, sandbox):
     assert rehearsal.approval["subject"].startswith("Apply the Terraform plan to staging?")
     assert "Plan SHA-256" in rehearsal.approval["body"]
     assert rehearsal.state == "failed"
@@ -61,6 +64,13 @@ def test_the_approved_rehearsal_passes_every_built_phase_and_stops_at_the_first_
     for task in ("core_infrastructure.terraform_apply", "read_replica.replica_restored",
                  "read_replica.reads_fall_back_to_primary"):
         assert st[task] == "success", task
+    # Real Terraform applied it: staging's state in moto's S3 under the environment's key.
+    tf_state = json.loads(_backend_state(sandbox))
+    assert tf_state["terraform_version"].startswith("1.15."), tf_state["terraform_version"]
+    db_primary = next(r for r in tf_state["resources"]
+                      if (r["type"], r["name"]) == ("terraform_data", "db_primary"))
+    assert db_primary["instances"][0]["attributes"]["input"]["value"]["identifier"] == \
+        NAMES.db_instance_identifier
     # Phase 6: the canary and the error-ratio drill's alert reached both channels; what the checks
     # added (the application's fault, the probe tenant) is gone again.
     for task in ("monitoring.canary_alert_delivered", "monitoring.error_alert_delivered",
@@ -69,6 +79,11 @@ def test_the_approved_rehearsal_passes_every_built_phase_and_stops_at_the_first_
     for alert in ("Watchdog", "BismanHighErrorRatio"):
         assert any(alert in f"{m['subject']}\n{m.get('text', '')}" for m in rehearsal.mail), alert
         assert any(alert in json.dumps(p) for p in rehearsal.slack), alert
+    # Phase 7: staging runs every drill without asking; each is restored and found steady after.
+    assert st["chaos.approve_drills"] == "skipped"
+    for drill in DRILLS:
+        for task in ("fault_injected", "fault_coped_with", "fault_restored", "steady_state_after"):
+            assert st[f"chaos.{drill}.{task}"] == "success", (drill, task)
     stopped = [t for t, state in st.items() if state == "failed"]
     assert stopped and all(t.split(".")[0] in LATER_PHASES for t in stopped), stopped
     assert st["post_deploy.post_deploy_gate"] == "upstream_failed"
@@ -94,7 +109,20 @@ def test_the_rehearsal_report_records_the_approval_outputs_and_measurements_with
     assert measured["read_replica.reads_fall_back_to_primary"]["read_route"] == "fallback"
     panels = measured["monitoring.panels_show_live_data"]
     assert panels["without_data"] == [] and panels["rendering"] == "not checked"
+    journal = {j["drill"]: j for j in measured["chaos.chaos_gate"]["journal"]}
+    assert sorted(journal) == sorted(DRILLS)
+    for drill, j in journal.items():
+        assert j["during"]["outcome"] == "coped" and not j["stop_condition_fired"], drill
+        assert j["recovery_s"] >= 0 and j["hypothesis_after"]["error_ratio"] == 0.0, drill
+    # Left as found: the Redis master failed back, the workers back to their count.
+    redis_drill = journal["redis_failover"]
+    assert redis_drill["restore"]["primary"] == redis_drill["hypothesis_before"]["found"]["primary"]
+    assert journal["app_task_killed"]["restore"]["running"] == \
+        journal["app_task_killed"]["hypothesis_before"]["found"]["workers"]
     assert "sandbox-jwt-secret" not in markdown and "sk_test_sandbox" not in markdown
+    # The database password Terraform got (a sensitive variable in the plan) is shown nowhere.
+    for shown in (json.dumps(rehearsal.approval), json.dumps(rep), markdown):
+        assert sandbox_context.DB_PASSWORD not in shown
     # Where it stopped, the team was told by email and Slack.
     where = summary(rep)["stopped at"]
     assert any(where in m["subject"] for m in rehearsal.mail)
@@ -110,7 +138,7 @@ def test_a_second_rollout_waits_untouched_while_one_is_applied(rehearsal):
 def test_the_same_form_with_the_drills_off_plans_no_changes_and_skips_approval_apply_and_drills(
         af, rehearsal):
     # The drills were shown by the rehearsal; switched off they are skipped and their phases still pass.
-    drills_off = {"replica_failure_drill": False, "alert_threshold_drill": False}
+    drills_off = {"replica_failure_drill": False, "alert_threshold_drill": False, "chaos_drills": False}
     again = af.trigger(DAG_ID, {**rehearsal.conf, **drills_off})
     assert finished(af, again) == "failed"  # at the first placeholder, as the rehearsal
     st = states(af, again)
@@ -121,6 +149,9 @@ def test_the_same_form_with_the_drills_off_plans_no_changes_and_skips_approval_a
         assert st[drill] == "skipped", drill
     assert st["read_replica.read_replica_gate"] == "success"
     assert st["monitoring.monitoring_gate"] == "success"
+    for drill in DRILLS:
+        assert st[f"chaos.{drill}.fault_injected"] == "skipped", drill
+    assert st["chaos.chaos_gate"] == "success"
 
 
 def test_plan_replacing_the_database_is_flagged_first_and_rejecting_it_applies_nothing(af, sandbox, tmp_path):
@@ -155,14 +186,16 @@ def test_plan_replacing_the_database_is_flagged_first_and_rejecting_it_applies_n
 
 
 def _backend_state(sandbox) -> str:
-    """Staging's Terraform state in moto's S3 (the key every run of staging uses)."""
+    """Staging's Terraform state in moto's S3 (the key every run of staging uses), as stored. A
+    missing state fails the test: two reads of nothing must not pass for an unchanged state."""
     n = sandbox_aws.names()
     s3 = sandbox_aws.client(sandbox, "s3")
+    key = f"{n.project_name}/{n.environment}/terraform.tfstate"
     try:
-        key = f"{n.project_name}/{n.environment}/terraform.tfstate"
         return s3.get_object(Bucket=n.state_bucket, Key=key)["Body"].read().decode()
     except s3.exceptions.NoSuchKey:
-        return ""
+        pytest.fail(f"no Terraform state at s3://{n.state_bucket}/{key}: staging was never applied "
+                    "(the rehearsal applies it first)")
 
 
 def test_bad_form_values_are_refused_before_a_run_exists(af, sandbox):

@@ -46,7 +46,8 @@ def test_a_malformed_domain_in_the_rollout_form_is_refused_and_creates_no_run(op
     dialog = operator.trigger_dialog("bisman_rollout")
     # The fields are grouped by phase, each group a section the operator opens.
     for section in ("Target", "Preflight and core infrastructure", "Read replica",
-                    "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs", "Monitoring"):
+                    "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs", "Monitoring",
+                    "Chaos drills"):
         dialog.get_by_role("button", name=section, exact=True).wait_for()
     dialog.get_by_role("button", name="Target", exact=True).click()
     operator.shot("rollout-form")
@@ -116,7 +117,8 @@ def test_an_application_rollback_from_its_form_is_refused_with_a_wrong_confirmat
 
 def test_the_plan_is_approved_with_a_click_and_the_grid_shows_each_phase_pass(operator, airflow, sandbox):
     # The drills were shown by the e2e rehearsal; here the operator's part: approve, then watch.
-    conf = rr.form(sandbox, replica_failure_drill=False, alert_threshold_drill=False)
+    conf = rr.form(sandbox, replica_failure_drill=False, alert_threshold_drill=False,
+                   chaos_drills=False)
     airflow.wait_for_dag(rr.DAG_ID)
     airflow.unpause(rr.DAG_ID)
     run_id = airflow.trigger(rr.DAG_ID, conf)
