@@ -28,6 +28,31 @@ ENVIRONMENT_ENV = "BISMAN_ENVIRONMENT"
 DEFAULT_PROJECT_NAME = "bisman-erp"
 
 
+def project_name(requested: str | None = None, environ: dict | None = None) -> str:
+    """The project this deployment runs for, the one source every DAG's resource names come from:
+    ``BISMAN_PROJECT_NAME`` when it is set (it wins over any form value), else ``requested`` (the
+    rollout's form, where no deployment is configured), else bisman-erp. A form naming another
+    project than the configured one is refused by its validation (``project_name_mismatch``)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    configured = env.get(PROJECT_NAME_ENV, "").strip()
+    return configured or (requested or "").strip() or DEFAULT_PROJECT_NAME
+
+
+def project_name_mismatch(requested: str | None, environ: dict | None = None) -> str | None:
+    """Why ``requested`` cannot be used: it differs from the configured ``BISMAN_PROJECT_NAME``
+    (the message names both). None when it agrees, or when no project is configured."""
+    import os
+
+    env = os.environ if environ is None else environ
+    configured = env.get(PROJECT_NAME_ENV, "").strip()
+    if configured and requested and requested.strip() != configured:
+        return (f"project_name={requested!r} differs from this deployment's {PROJECT_NAME_ENV}="
+                f"{configured!r} (a run acts only on the project its Airflow is configured for)")
+    return None
+
+
 def deployment(environ: dict | None = None):
     """The ``ResourceNames`` of this deployment, from ``BISMAN_PROJECT_NAME`` (default bisman-erp)
     and ``BISMAN_ENVIRONMENT`` (required: a scheduled job must never guess staging or prod)."""
@@ -40,4 +65,4 @@ def deployment(environ: dict | None = None):
     if not environment:
         raise ValueError(f"{ENVIRONMENT_ENV} is not set; set it in the deployment to one of "
                          f"{', '.join(ENVIRONMENTS)} (the environment this Airflow operates)")
-    return ResourceNames(env.get(PROJECT_NAME_ENV, "").strip() or DEFAULT_PROJECT_NAME, environment)
+    return ResourceNames(project_name(environ=env), environment)

@@ -23,7 +23,11 @@ def environment(description: str = "Which environment to act on.") -> Param:
 
 
 def project_name() -> Param:
-    return Param("bisman-erp", type="string", pattern=PROJECT_NAME_PATTERN, title="Project name",
+    """Defaults to the deployment's configured project (``config.project_name``): a form naming
+    another one is refused by the rollout's validation."""
+    from bisman_ops import config
+
+    return Param(config.project_name(), type="string", pattern=PROJECT_NAME_PATTERN, title="Project name",
                  description="Prefix of every resource name (Terraform's project_name).")
 
 

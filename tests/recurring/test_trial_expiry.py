@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
-from bisman_ops.recurring import notices, stripe_billing, trial_expiry
+from bisman_ops.recurring import db, notices, stripe_billing, trial_expiry
 from bisman_ops.recurring.stripe_billing import StripeUnavailable
 from bisman_sandbox import context, sinks, stripe_emulator
 
@@ -190,3 +191,24 @@ def test_stripe_calls_go_through_a_bounded_pool_and_every_cancel_keeps_its_idemp
     keys = stripe_faults.idempotency_keys
     assert len(keys) == 8 and len(set(keys)) == 8
     assert all(k.startswith("bisman-trial-expiry-cancel-sub_t") for k in keys)
+
+
+def test_trial_mail_goes_out_with_no_database_transaction_open(app_uri, tenants, primary_dsn, stripe_client):
+    """issue 11 point 16: the notify path sends each mail outside any transaction (claim, send,
+    record), as the mail_trial_notices task runs it."""
+    ended = datetime.now(UTC) - timedelta(days=1)
+    ids = [tenants.add(plan="pro", status="trialing", trial_ends_at=ended) for _ in range(3)]
+    states = []
+
+    with db.connect(app_uri) as c:
+        trial_expiry.expire_trials(c, stripe_client, datetime.now(UTC), tenant_ids=ids)
+
+        def send(notice):
+            states.append(c.info.transaction_status)
+
+        result = trial_expiry.notify(c, send, tenant_ids=ids)
+
+    assert result.sent == 3
+    assert states == [psycopg.pq.TransactionStatus.IDLE] * 3
+    assert events(primary_dsn, ids) == sorted([(t, "trial.expired") for t in ids]
+                                              + [(t, "trial.notified") for t in ids])

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+from types import SimpleNamespace
 
 import pytest
 
+from bisman_ops.change import step as step_module
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.rollback import application as app
-from bisman_ops.rollback import resource_names
+from bisman_ops.rollback import application_steps, resource_names
 from bisman_ops.rollback.interfaces import EcsServiceTasks
 from bisman_sandbox import aws
 from bisman_sandbox.rollback_impl import SandboxServiceTasks
@@ -16,6 +19,9 @@ from bisman_sandbox.rollback_impl import SandboxServiceTasks
 N = aws.names()
 SERVICE = N.ecs_service_name
 SECRET_VALUES = ("sandbox-db-password-not-secret", "s3cr3t-replica-url", "smtp-pass-value")
+# The same names with other values in the target revision: "value changed", neither value shown.
+TARGET_VALUES = ("target-db-password-not-secret", "postgresql://app:r3pl1ca@replica:5432/app",
+                 "target-smtp-pass-value")
 
 
 def request(ecs, **overrides):
@@ -56,10 +62,9 @@ def on_revision_2(ecs):
     put_back()
 
 
-@pytest.fixture
-def revision_with_secret_values(ecs, on_revision_2):
-    """A new revision of the family whose environment holds secret-looking values under names no
-    name rule would catch, with the service on it."""
+def register_with_values(ecs, values: tuple[str, str, str], log_level: str) -> str:
+    """A new revision of the family (from revision 1) whose environment holds secret-looking values
+    under names no name rule would catch; returns its ARN."""
     td = ecs.describe_task_definition(taskDefinition=f"{N.app_task_family}:1")["taskDefinition"]
     keep = (
         "family",
@@ -75,15 +80,35 @@ def revision_with_secret_values(ecs, on_revision_2):
     container = body["containerDefinitions"][0]
     container["environment"] = [
         *container["environment"],
-        {"name": "DB_PASS", "value": SECRET_VALUES[0]},
-        {"name": "DATABASE_URL_REPLICA", "value": SECRET_VALUES[1]},
-        {"name": "SMTP_PASS", "value": SECRET_VALUES[2]},
-        {"name": "LOG_LEVEL", "value": "debug"},
+        {"name": "DB_PASS", "value": values[0]},
+        {"name": "DATABASE_URL_REPLICA", "value": values[1]},
+        {"name": "SMTP_PASS", "value": values[2]},
+        {"name": "LOG_LEVEL", "value": log_level},
     ]
-    arn = ecs.register_task_definition(**body)["taskDefinition"]["taskDefinitionArn"]
+    return ecs.register_task_definition(**body)["taskDefinition"]["taskDefinitionArn"]
+
+
+@pytest.fixture
+def revision_with_secret_values(ecs, on_revision_2):
+    """The service on a revision whose environment carries literal DB_PASS, DATABASE_URL_REPLICA
+    and SMTP_PASS values."""
+    arn = register_with_values(ecs, SECRET_VALUES, "debug-current")
     ecs.update_service(cluster=N.ecs_cluster_name, service=SERVICE, taskDefinition=arn)
     yield arn
     ecs.deregister_task_definition(taskDefinition=arn)
+
+
+@pytest.fixture
+def target_with_other_values(ecs, revision_with_secret_values):
+    """A target revision carrying the same names with other literal values; its family:revision."""
+    arn = register_with_values(ecs, TARGET_VALUES, "debug-target")
+    yield arn.rsplit("/", 1)[-1]
+    ecs.deregister_task_definition(taskDefinition=arn)
+
+
+def assert_no_value_in(text: str) -> None:
+    for value in (*SECRET_VALUES, *TARGET_VALUES, "debug-current", "debug-target"):
+        assert value not in text  # no value is shown, secret-looking or not
 
 
 def test_previous_is_the_revision_before_current_with_image_difference_shown(ecs, on_revision_2, unchanged):
@@ -95,19 +120,54 @@ def test_previous_is_the_revision_before_current_with_image_difference_shown(ecs
     assert plan.bound_by == "by name"
 
 
-def test_the_plan_carries_names_and_changes_never_values(ecs, revision_with_secret_values):
-    plan = request(ecs, task_definition=f"{N.app_task_family}:1")
-    changes = {(row[1], row[2]) for row in plan.env_changes}
+def test_the_plan_carries_names_and_changes_never_values(ecs, revision_with_secret_values,
+                                                         target_with_other_values):
+    removed = request(ecs, task_definition=f"{N.app_task_family}:1")
+    changed = request(ecs, task_definition=target_with_other_values)
     assert {
         ("DB_PASS", "removed"),
         ("DATABASE_URL_REPLICA", "removed"),
         ("SMTP_PASS", "removed"),
         ("LOG_LEVEL", "value changed"),
-    } <= changes
-    as_xcom = json.dumps(plan.to_dict())
-    assert "DB_PASS" in as_xcom  # the name is shown ...
-    for value in (*SECRET_VALUES, "debug"):
-        assert value not in as_xcom  # ... no value is, secret-looking or not
+    } <= {(row[1], row[2]) for row in removed.env_changes}
+    assert {
+        ("DB_PASS", "value changed"),
+        ("DATABASE_URL_REPLICA", "value changed"),
+        ("SMTP_PASS", "value changed"),
+        ("LOG_LEVEL", "value changed"),
+    } <= {(row[1], row[2]) for row in changed.env_changes}
+    for plan in (removed, changed):
+        as_xcom = json.dumps(plan.to_dict())
+        assert "DB_PASS" in as_xcom and "SMTP_PASS" in as_xcom  # the names are shown ...
+        assert_no_value_in(as_xcom + repr(plan))  # ... no value is
+
+
+def test_the_validate_step_shows_names_and_changes_never_values_in_xcom_report_or_log(
+    ecs, target_with_other_values, monkeypatch, caplog
+):
+    """The task as it runs: its XCom value, what it records for the run report (tables, measured)
+    and its log lines."""
+    ti = SimpleNamespace(dag_id="bisman_rollback_application", run_id="manual__values",
+                         task_id="validate_request", pushed={})
+    ti.xcom_push = lambda key, value: ti.pushed.__setitem__(key, value)
+    context = {"ti": ti, "params": {"environment": "staging", "cluster": None, "service": None,
+                                    "task_definition": target_with_other_values, "confirm": SERVICE}}
+    monkeypatch.setattr(step_module, "context", lambda: context)
+    monkeypatch.setattr(application_steps, "context", lambda: context)
+    monkeypatch.setattr(application_steps, "_ecs", lambda attempts=None: ecs)
+    monkeypatch.setenv("BISMAN_PROJECT_NAME", N.project_name)
+
+    # The task's log as Airflow keeps it (INFO); our own modules' lines down to DEBUG.
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.DEBUG, logger="bisman_ops"):
+        value = application_steps.validate_request.function()
+
+    assert value["target"]["arn"].endswith(target_with_other_values)
+    record = ti.pushed[step_module.RECORD_KEY]
+    report_rows = record["sections"][0]["tables"][1]["rows"]
+    assert ["app", "DB_PASS", "value changed"] in report_rows
+    assert ["app", "DATABASE_URL_REPLICA", "value changed"] in report_rows
+    assert caplog.text  # the step logged what it measured
+    assert_no_value_in(json.dumps([value, record], default=str) + caplog.text)
 
 
 @pytest.mark.parametrize("confirm", [None, "", "bisman-erp-staging-app"])

@@ -11,7 +11,13 @@ import pytest
 from bisman_ops.change.approval import ChangeApproval
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-ROLLBACKS = ("bisman_rollback_application.py", "bisman_rollback_database.py")
+ROLLBACKS = (
+    "bisman_rollback_application.py",
+    "bisman_rollback_database.py",
+    "bisman_rollback_infrastructure.py",
+)
+CHANGING = ("update_service", "take_pre_rollback_snapshot", "restore_snapshot", "switch_traffic",
+            "apply_approved_plan")
 
 
 @pytest.fixture(scope="module", params=ROLLBACKS)
@@ -36,11 +42,7 @@ def test_the_request_is_validated_before_the_lock_and_the_lock_taken_before_anyo
 
 
 def test_every_change_comes_after_the_announcement(dag):
-    changing = [
-        t
-        for t in dag.tasks
-        if t.task_id in ("update_service", "take_pre_rollback_snapshot", "restore_snapshot", "switch_traffic")
-    ]
+    changing = [t for t in dag.tasks if t.task_id in CHANGING]
     assert changing
     for task in changing:
         assert "notify_team_of_start" in upstream_closure(dag, task.task_id)

@@ -152,6 +152,34 @@ def test_switch_when_the_secret_names_the_instance_directly_is_refused(clients):
     assert request(clients, switch_traffic=True).switch_traffic  # through PgBouncer: accepted
 
 
+def test_the_secret_read_at_run_time_is_masked_string_and_database_url(clients, snapshots, monkeypatch,
+                                                                       unchanged):
+    """issue 11 point 6: a Secrets Manager value (the whole SecretString and the DATABASE_URL in it)
+    goes through mask_secret as soon as it is read, before anything could log it."""
+    masked: list[str] = []
+    monkeypatch.setattr(db, "mask", masked.append)  # the mask function the module calls
+    raw = clients["secretsmanager"].get_secret_value(SecretId=N.app_secret_name)["SecretString"]
+    url = json.loads(raw)["DATABASE_URL"]
+
+    assert request(clients, switch_traffic=True).switch_traffic  # the switch reads the secret
+    assert raw in masked and url in masked
+    masked.clear()
+    db._secret_database_host(clients["secretsmanager"], N.app_secret_name)
+    assert masked == [raw, url]
+
+
+def test_mask_hands_the_value_to_airflows_mask_secret(monkeypatch):
+    import airflow.sdk.log
+
+    from bisman_ops.rollback import mask
+
+    seen: list[str] = []
+    monkeypatch.setattr(airflow.sdk.log, "mask_secret", seen.append)
+    mask("postgresql://app:pw@db:5432/app")
+    mask("")  # nothing to hide
+    assert seen == ["postgresql://app:pw@db:5432/app"]
+
+
 @pytest.fixture(scope="module")
 def restored(ctx, clients, snapshots):
     """A restore through the product, and the sandbox's real server for the restored instance."""

@@ -4,10 +4,16 @@ states are nobody else's."""
 
 from __future__ import annotations
 
+import runpy
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
+from bisman_ops.change import approval, lock
+from bisman_ops.change import step as step_module
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.clients.terraform import TerraformSession
 from bisman_ops.rollback import infrastructure as infra
@@ -16,6 +22,7 @@ from tests.terraform import helpers
 from tests.terraform.helpers import git
 
 pytestmark = pytest.mark.timeout(300)
+INFRA_DAG = Path(__file__).resolve().parents[2] / "dags" / "bisman_rollback_infrastructure.py"
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +124,52 @@ def test_a_tampered_plan_is_not_applied(tctx, project, repo, env):
     with pytest.raises(CheckFailed, match="SHA-256"):
         infra.apply_approved(plan, {**planned, "plan_sha256": "0" * 64}, "manual__tamper")
     assert helpers.state_fingerprint(tctx, project, "staging") == state
+
+
+def test_the_apply_step_applies_nothing_without_a_recorded_approval(tctx, project, repo, env, monkeypatch):
+    """issue 11 point 11: the DAG's apply step checks the recorded answer. No answer (the approval
+    task marked success by hand, or skipped) and a Reject fail it with the state untouched; only an
+    Approve by a person applies."""
+    rollout(project, "staging", repo["infra"], "rollout__s7")
+    plan = request(repo, environment="staging", confirm="staging")
+    planned = infra.checkout_and_plan(plan, "manual__unapproved")
+    assert planned["has_changes"]
+
+    dag_ns = runpy.run_path(str(INFRA_DAG))
+    apply_step = dag_ns["apply_approved_plan"].function
+    ti = SimpleNamespace(dag_id=dag_ns["DAG_ID"], run_id="manual__unapproved", task_id="apply_approved_plan",
+                         pushed={})
+    ti.xcom_push = lambda key, value: ti.pushed.__setitem__(key, value)
+    context = {"ti": ti, "params": {"environment": "staging", "reason": "test"}}
+    monkeypatch.setattr(step_module, "context", lambda: context)
+    monkeypatch.setitem(apply_step.__wrapped__.__globals__, "context", lambda: context)
+    ddb = aws.client(tctx, "dynamodb")
+    table = lock.LockRef.from_context(context).table
+    assert table == f"{project}-staging-terraform-locks"
+    owner = lock.owner_for(ti.dag_id, ti.run_id)
+    lock.acquire(ddb, table, "staging", owner)  # the run holds the lock: only the answer is checked
+    rejected = approval.answer_from_event("Apply the Terraform rollback plan?", {
+        "chosen_options": [approval.REJECT], "responded_by_user": {"id": "ops", "name": "Ops"},
+        "responded_at": "2026-12-01T10:00:00+00:00"})
+    try:
+        before = helpers.state_fingerprint(tctx, project, "staging")
+        for answer, seen in ((None, "no recorded answer"), (rejected, f"{approval.REJECT} by Ops")):
+            with pytest.raises(AirflowFailException, match=f"approve_plan: seen {seen}"):
+                apply_step(plan.to_dict(), planned, answer)
+            failure = ti.pushed[step_module.RECORD_KEY]["failure"]
+            assert failure["checked"] == "approve_plan" and "nothing was changed" in failure["next_step"]
+            assert helpers.state_fingerprint(tctx, project, "staging") == before
+        with pytest.raises(CheckFailed, match="approve_plan"):  # the check itself, under the wrapper
+            apply_step.__wrapped__(plan.to_dict(), planned, None)
+        assert helpers.state_fingerprint(tctx, project, "staging") == before
+
+        approved = {**rejected, "chosen": approval.APPROVE, "approved": True}
+        outputs = apply_step(plan.to_dict(), planned, approved)
+    finally:
+        lock.release(ddb, table, "staging", owner)
+    assert outputs["db_instance_identifier"] == f"{project}-staging-db"
+    assert helpers.state_fingerprint(tctx, project, "staging") != before  # an approval does apply
+    assert "db_reporting" not in helpers.resource_inputs(helpers.state_of(tctx, project, "staging"))
 
 
 def test_state_locked_by_another_terraform_fails_with_the_lock_id(tctx, project, repo, env):

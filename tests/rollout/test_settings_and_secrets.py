@@ -21,7 +21,7 @@ GOOD_SECRETS = {
 
 
 def form(tmp_path, **overrides) -> dict:
-    (tmp_path / "main.tf.json").write_text("{}")
+    (tmp_path / "main.tf").write_text("")
     values = {
         "environment": "staging",
         "project_name": "bisman-erp",

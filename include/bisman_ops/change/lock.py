@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "bisman-ops/change-lock/"
 DEFAULT_LEASE_SECONDS = 3 * 3600
 LEASE_ENV = "BISMAN_CHANGE_LOCK_LEASE_S"
-PROJECT_NAME_ENV = "BISMAN_PROJECT_NAME"
-DEFAULT_PROJECT_NAME = "bisman-erp"
 
 Clock = Callable[[], float]
 
@@ -243,10 +241,11 @@ def lease_seconds(environ: dict | None = None) -> float:
 
 
 def names_for(params: dict[str, Any], environ: dict | None = None) -> ResourceNames:
-    """The environment's resource names: the form's project_name, else ``BISMAN_PROJECT_NAME``."""
-    env = os.environ if environ is None else environ
-    project = params.get("project_name") or env.get(PROJECT_NAME_ENV, "").strip() or DEFAULT_PROJECT_NAME
-    return ResourceNames(str(project), str(params["environment"]))
+    """The environment's resource names, the project from ``config.project_name``: the configured
+    ``BISMAN_PROJECT_NAME``, else the form's project_name (the rollout's), else bisman-erp."""
+    from bisman_ops import config
+
+    return ResourceNames(config.project_name(params.get("project_name"), environ), str(params["environment"]))
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,13 @@ Every check of a request runs first, before the change lock is taken or anyone i
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
+from bisman_ops import config
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.naming import ResourceNames
 
-PROJECT_NAME_ENV = "BISMAN_PROJECT_NAME"
-DEFAULT_PROJECT_NAME = "bisman-erp"
 NOTHING_CHANGED = "Nothing was changed; correct the request and trigger again"
 # RDS DB instance identifiers: 1-63 letters, digits and hyphens, a letter first, no two hyphens in a
 # row, no hyphen at the end. The form uses the same pattern (empty allowed where it is derived).
@@ -33,10 +31,9 @@ class RollbackFailed(RuntimeError):
 
 
 def resource_names(environment: str, environ: dict | None = None) -> ResourceNames:
-    env = os.environ if environ is None else environ
-    project = env.get(PROJECT_NAME_ENV, "").strip() or DEFAULT_PROJECT_NAME
+    """The environment's resource names; the project is the deployment's (``config.project_name``)."""
     try:
-        return ResourceNames(project, environment)
+        return ResourceNames(config.project_name(environ=environ), environment)
     except ValueError as exc:
         raise CheckFailed("environment", environment, "staging or prod", NOTHING_CHANGED) from exc
 

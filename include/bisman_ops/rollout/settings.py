@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bisman_ops import config
 from bisman_ops import params as form
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.naming import ENVIRONMENTS, ResourceNames
@@ -83,6 +84,8 @@ class RolloutSettings:
                 f"unknown environment {environment!r} (expected one of {', '.join(ENVIRONMENTS)})"
             )
         project_name = text("project_name", form.PROJECT_NAME_PATTERN, "a project name (a-z, 0-9, -)")
+        if project_name and (mismatch := config.project_name_mismatch(project_name)):
+            problems.append(mismatch)  # the lock, the report and the rollbacks use the configured one
         aws_region = text("aws_region", form.REGION_PATTERN, "an AWS region")
         db_class = text("db_instance_class", r"^db\.[a-z0-9]+\.[a-z0-9]+$", "an RDS instance class")
         redis_type = text("redis_node_type", r"^cache\.[a-z0-9]+\.[a-z0-9]+$", "an ElastiCache node type")
