@@ -17,6 +17,11 @@ database or Redis destroyed or replaced first, and the plan file's SHA-256. Appr
 that file; Reject (or no answer within 2 h) stops the rollout with nothing applied, and the run
 ends failed. A plan without changes skips approval and apply.
 
+**Chaos drills** (`chaos`): the replica taken down, a Redis failover, an application task
+stopped, one at a time; each starts only from a steady state, is aborted when its stop condition
+fires, is restored by a teardown whatever happens, and its journal goes into the report. Staging
+runs them by default; prod only when the form asks, and after `chaos.approve_drills`.
+
 **Change lock**: `preflight.acquire_change_lock` takes the environment's lock (DynamoDB, with a
 lease every step renews) and `release_change_lock` gives it back whatever happens; a second rollout
 or a rollback of the same environment fails on it without touching anything. If a worker died, the
