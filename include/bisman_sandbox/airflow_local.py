@@ -305,7 +305,13 @@ class AirflowClient:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=500")["task_instances"]
+        tis: list[dict] = []
+        while True:  # a page holds at most the API's maximum_page_limit (100), however many are asked
+            page = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+                                     f"?limit=100&offset={len(tis)}")
+            tis += page["task_instances"]
+            if not page["task_instances"] or len(tis) >= page["total_entries"]:
+                return tis
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600,
                      until: tuple[str, ...] = ("success", "failed")) -> str:

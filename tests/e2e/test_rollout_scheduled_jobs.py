@@ -100,3 +100,11 @@ def test_a_paused_recurring_dag_without_permission_is_named_and_nothing_is_unpau
     done = jobs.ensure_unpaused(api, deployed, allowed=True)  # allowed, it unpauses through the API
     assert done["unpaused"] == [jobs.TRIAL_EXPIRY]
     assert rollout._call("GET", f"/dags/{jobs.TRIAL_EXPIRY}")["is_paused"] is False
+
+
+def test_the_api_client_reads_every_task_of_a_run_larger_than_one_page(api, rehearsal):
+    """The rollout has more tasks than the API's 100 per page: none may go missing."""
+    got = {t["task_id"]: t["state"] for t in api.task_instances("bisman_rollout", rehearsal.run_id)}
+    assert len(got) == len(rehearsal.states) > 100
+    assert got["chaos.chaos_gate"] == "success"
+    assert got["write_run_report"] == rehearsal.states["write_run_report"]

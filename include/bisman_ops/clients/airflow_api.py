@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 AIRFLOW_API_CONN_ID = "airflow_api"
+PAGE = 100  # the API's default maximum_page_limit
 HTTP_TIMEOUT_S = 30  # a loaded scheduler host answers slowly; every call is still bounded
 
 
@@ -68,14 +69,19 @@ class AirflowApi:
         ``has_import_errors``, ``fileloc``...), None when it is not there."""
         return self.call("GET", f"/dags/{quote(dag_id)}", ok=(200, 404))
 
+    def _all(self, path: str, key: str) -> list[dict]:
+        """Every entry of a listing, page by page (the API caps a page at its maximum_page_limit,
+        100 by default, whatever limit is asked for)."""
+        entries: list[dict] = []
+        while True:
+            page = self.call("GET", path, params={"limit": PAGE, "offset": len(entries)})
+            entries += page[key]
+            if not page[key] or len(entries) >= page["total_entries"]:
+                return entries
+
     def import_errors(self) -> list[dict]:
         """Every file the DAG processor failed to import: ``filename`` and ``stack_trace``."""
-        errors: list[dict] = []
-        while True:
-            page = self.call("GET", "/importErrors", params={"limit": 100, "offset": len(errors)})
-            errors += page["import_errors"]
-            if not page["import_errors"] or len(errors) >= page["total_entries"]:
-                return errors
+        return self._all("/importErrors", "import_errors")
 
     def set_paused(self, dag_id: str, paused: bool) -> dict:
         return self.call("PATCH", f"/dags/{quote(dag_id)}", json={"is_paused": paused})
@@ -84,8 +90,7 @@ class AirflowApi:
         return self.call("GET", f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}", ok=(200, 404))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.call("GET", f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances",
-                         params={"limit": 500})["task_instances"]
+        return self._all(f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances", "task_instances")
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """A task's XCom value in that run (deserialised), None when there is none."""
