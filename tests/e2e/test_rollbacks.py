@@ -395,6 +395,32 @@ def test_infrastructure_rollback_applies_the_approved_plan_of_the_previous_commi
     assert lock_free(clients)
 
 
+def test_a_terraform_state_locked_elsewhere_fails_the_plan_with_its_lock_id_and_the_lock_is_given_back(
+    af, sandbox, clients, infra_repo
+):
+    """Another Terraform holds staging's state lock (a DynamoDB item as Terraform writes it): the
+    plan fails with Terraform's message and that lock's id, nothing is applied, and the change lock
+    is released by its teardown."""
+    state = backend_state(infra_repo)
+    lock_path = f"{N.state_bucket}/{N.project_name}/{N.environment}/terraform.tfstate"
+    info = {"ID": "5f1c0d2e-7a7b-4c1e-9d3a-0c6b1e2f3a4b", "Operation": "OperationTypeApply", "Info": "",
+            "Who": "someone@elsewhere", "Version": "1.15.5", "Created": "2026-12-02T09:00:00Z",
+            "Path": lock_path}
+    ddb = clients["dynamodb"]
+    ddb.put_item(TableName=N.lock_table, Item={"LockID": {"S": lock_path}, "Info": {"S": json.dumps(info)}})
+    try:
+        run_id, outcome = run(af, INFRA, infra_conf(infra_repo))
+    finally:
+        ddb.delete_item(TableName=N.lock_table, Key={"LockID": {"S": lock_path}})
+    assert outcome == "failed"
+    states = {t["task_id"]: t["state"] for t in af.task_instances(INFRA, run_id)}
+    assert states["checkout_and_plan"] == "failed" and states["apply_approved_plan"] == "upstream_failed"
+    assert states["release_change_lock"] == "success" and lock_free(clients)
+    shown = json.dumps(report(clients, INFRA, run_id))
+    assert "Error acquiring the state lock" in shown and info["ID"] in shown
+    assert backend_state(infra_repo) == state
+
+
 def test_infrastructure_rollback_refuses_ref_without_terraform_directory(af, sandbox, clients, infra_repo):
     before = world(sandbox, clients)
     run_id, state = run(af, INFRA, infra_conf(infra_repo, git_ref=infra_repo["readme_only"]))

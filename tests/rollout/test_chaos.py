@@ -284,7 +284,7 @@ def outputs(sandbox_env):
     r = aws.seeded(sandbox_env)
     n = aws.names()
     return {"db_replica_identifier": r.db_replica_identifier, "app_secrets_arn": r.app_secrets_arn,
-            "app_log_group": r.app_log_group, "redis_replication_group_id": f"{n.prefix}-redis",
+            "app_log_group": r.app_log_group, "redis_replication_group_id": n.redis_replication_group_id,
             "ecs_cluster_name": n.ecs_cluster_name, "ecs_service_name": n.ecs_service_name,
             "alb_arn": r.alb_arn}
 
