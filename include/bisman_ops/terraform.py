@@ -18,15 +18,21 @@ session (backend, identity, variables, plan files in S3) on this.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pwd
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 BINARY_ENV = "BISMAN_TERRAFORM_BIN"
 MINIMUM_VERSION = "1.5.0"
@@ -68,6 +74,9 @@ STATEFUL_PREFIXES = ("aws_rds_", "aws_elasticache_")
 # the AWS type each one stands for in its input's ``aws_type``.
 STAND_IN_TYPE = "terraform_data"
 _LOCK_ID = re.compile(r"Lock Info:\s*\n\s*ID:\s*(\S+)")
+_LOCK_FIELD = re.compile(r"^\s*(ID|Path|Operation|Who|Version|Created|Info):[ \t]*(.*)$", re.MULTILINE)
+_GO_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(\d+))? ([+-]\d{4})")
+_OPERATIONS = {"plan": "OperationTypePlan", "apply": "OperationTypeApply"}
 
 _SECRET_ENV_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|CREDENTIAL|PRIVATE|_KEY$|^TF_VAR_)", re.IGNORECASE)
 _SECRET_VAR_NAME = re.compile(r"(secret|password|token|key|credential)", re.IGNORECASE)
@@ -86,6 +95,51 @@ class TerraformError(RuntimeError):
         self.lock_id = match.group(1) if match and "state lock" in stderr else None
         tail = f": {_error_part(stderr)[-2000:]}" if stderr.strip() else ""
         super().__init__(f"terraform {command} {message}{tail}")
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """The "Lock Info" Terraform prints when it cannot take the state lock."""
+
+    id: str
+    operation: str
+    who: str
+    created: float | None  # epoch seconds
+
+    @classmethod
+    def parse(cls, stderr: str) -> LockInfo | None:
+        at = stderr.find("Lock Info:")
+        if at < 0:
+            return None
+        fields = dict(_LOCK_FIELD.findall(stderr[at:]))
+        if not fields.get("ID"):
+            return None
+        return cls(fields["ID"].strip(), fields.get("Operation", "").strip(), fields.get("Who", "").strip(),
+                   _go_time(fields.get("Created", "")))
+
+    def written_by(self, operation: str, started: float, finished: float) -> bool:
+        """Whether this lock is the one the command ``operation`` that ran from ``started`` to
+        ``finished`` on this host, as this user, wrote itself."""
+        return (self.operation == operation and self.who == _who() and self.created is not None
+                and started <= self.created <= finished)
+
+
+def _who() -> str:
+    """Terraform's "Who" of a lock it takes: user@host (the user from the password database, as Go's
+    os/user has it, not $USER)."""
+    return f"{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
+
+
+def _go_time(text: str) -> float | None:
+    """Go's ``time.Time`` as Terraform prints it (``2026-12-02 13:40:01.123456789 +0000 UTC``)."""
+    match = _GO_TIME.search(text)
+    if not match:
+        return None
+    from datetime import datetime
+
+    whole, fraction, offset = match.groups()
+    moment = datetime.strptime(f"{whole} {offset}", "%Y-%m-%d %H:%M:%S %z")
+    return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
 def _error_part(stderr: str) -> str:
@@ -185,7 +239,7 @@ class Terraform:
         process fails at once (after ``lock_timeout_s``) with Terraform's lock message and id."""
         args = ["plan", "-input=false", "-no-color", "-detailed-exitcode", f"-lock-timeout={lock_timeout_s}s",
                 f"-out={out}"]
-        result = self._exec(args, self.timeout)
+        result = self._exec_locking(args, ok=(0, 2))
         if result.returncode == 0:
             return False
         if result.returncode == 2:
@@ -205,8 +259,15 @@ class Terraform:
 
     def apply(self, plan_file: str | Path, *, lock_timeout_s: int = 0) -> str:
         """Apply exactly the saved plan ``plan_file`` (Terraform refuses it if the state moved on)."""
-        return self._run(["apply", "-input=false", "-no-color", f"-lock-timeout={lock_timeout_s}s",
-                          str(plan_file)], "apply")
+        result = self._exec_locking(["apply", "-input=false", "-no-color", f"-lock-timeout={lock_timeout_s}s",
+                                     str(plan_file)], ok=(0,))
+        if result.returncode != 0:
+            raise self._error("apply", result)
+        return result.stdout
+
+    def force_unlock(self, lock_id: str) -> None:
+        """``force-unlock -force ID``: only for a lock known to be held by no running Terraform."""
+        self._run(["force-unlock", "-force", "-no-color", lock_id], "force-unlock", timeout=QUICK_TIMEOUT_S)
 
     def outputs(self) -> dict[str, Any]:
         """``output -json`` as ``{name: value}``; a sensitive output's value is ``"(sensitive)"``."""
@@ -262,6 +323,25 @@ class Terraform:
                 command, f"stopped after {timeout:.0f} s ({stopped})", stderr=self.redact(_text(stderr)),
             ) from None
         return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+    def _exec_locking(self, args: list[str], *, ok: tuple[int, ...]) -> subprocess.CompletedProcess:
+        """Run a command that takes the state lock. When it fails on a lock that it wrote itself
+        (same operation, this user@host, created while it ran), release that lock and run it once
+        more: the AWS SDK retries a lock write whose answer was lost, finds the lock it has just
+        taken, and Terraform gives up without releasing it, leaving every later command locked out.
+        A lock of anyone else, or from before the command started, is never touched."""
+        started = time.time()
+        result = self._exec(args, self.timeout)
+        if result.returncode in ok:
+            return result
+        lock = LockInfo.parse(result.stderr or "")
+        if lock and "state lock" in result.stderr and lock.written_by(_OPERATIONS[args[0]], started,
+                                                                       time.time()):
+            log.warning("terraform %s: the state lock %s it failed on is its own (a retried lock write); "
+                        "releasing it and running %s again", args[0], lock.id, args[0])
+            self.force_unlock(lock.id)
+            result = self._exec(args, self.timeout)
+        return result
 
     def _run(self, args: list[str], command: str, timeout: float | None = None) -> str:
         result = self._exec(args, timeout or self.timeout)

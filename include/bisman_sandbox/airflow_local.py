@@ -30,6 +30,7 @@ from bisman_sandbox.context import HOST, PROJECT_ROOT, SandboxContext
 from bisman_sandbox.process import (
     SandboxError,
     is_running,
+    kill_process,
     port_open,
     start_process,
     stop_process,
@@ -39,6 +40,8 @@ from bisman_sandbox.process import (
 ADMIN_USER = "admin"
 TIMEOUT = 30  # seconds, every REST call (a loaded 2-core machine answers slowly)
 MIGRATE_TIMEOUT_S = 600
+# Task states a task does not leave by itself (a wait for another one is over).
+ENDED = ("success", "failed", "skipped", "upstream_failed", "removed")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # Airflow's log servers bind every interface whatever the configuration says. Every component here
 # shares this machine's log folder, which the API server reads directly, so none is started.
@@ -222,8 +225,11 @@ class AirflowLocal:
         wait_until(lambda: port_open(self.broker_port), timeout=30,
                    what=f"Celery broker on {HOST}:{self.broker_port}")
 
-    def stop_worker(self, name: str) -> bool:
-        """Stop one Celery worker (the others go on)."""
+    def stop_worker(self, name: str, *, lost: bool = False) -> bool:
+        """Stop one Celery worker (the others go on): by default a warm shutdown that lets its
+        running tasks finish; ``lost`` kills it and its tasks at once, as a machine that dies."""
+        if lost:
+            return kill_process(self._processes, name)
         return stop_process(self._processes, name, timeout=30)
 
     def down(self) -> bool:
@@ -325,13 +331,18 @@ class AirflowClient:
 
     def wait_for_task_state(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...],
                             timeout: float = 300) -> str:
+        """Wait until the task is in one of ``states``; fail at once when it ends in another (a
+        task that failed or was skipped will not get there: waiting out the timeout hides why)."""
         def reached() -> bool:
             r = self.session.get(f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}",
                                  timeout=TIMEOUT)
-            return r.status_code == 200 and r.json().get("state") in states
+            return r.status_code == 200 and r.json().get("state") in (*states, *ENDED)
 
         wait_until(reached, timeout=timeout, what=f"{dag_id}.{task_id} in {states}", interval=2)
-        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")["state"]
+        state = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")["state"]
+        if state not in states:
+            raise SandboxError(f"{dag_id}.{task_id} ended {state}, not {states} (run {run_id})")
+        return state
 
     def answer_approval(self, dag_id: str, run_id: str, task_id: str, option: str = "Approve",
                         params_input: dict | None = None) -> dict:

@@ -120,6 +120,18 @@ def stop_process(ctx: SandboxContext, name: str, timeout: float = 10.0) -> bool:
     return True
 
 
+def kill_process(ctx: SandboxContext, name: str) -> bool:
+    """SIGKILL the process group recorded for ``name`` (a machine lost under it: nothing drains,
+    nothing exits cleanly); return whether one was running."""
+    pid = read_pid(ctx, name)
+    pid_file(ctx, name).unlink(missing_ok=True)
+    if pid is None or not pid_alive(pid):
+        return False
+    _signal_group(pid, signal.SIGKILL)
+    _reap(pid)
+    return True
+
+
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)

@@ -4,13 +4,18 @@ configuration, with its state in moto's S3 and its lock in moto's DynamoDB."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -157,6 +162,66 @@ def test_state_locked_by_another_terraform_fails_with_its_lock_id(ctx, project, 
         said, _ = holder.communicate("no\n", timeout=60)
     assert "Apply cancelled" in said
     assert tf.plan("after.tfplan") is False  # the lock is free again and nothing changed
+
+
+def test_a_lock_left_by_its_own_retried_write_is_released_and_the_command_goes_on(
+    ctx, project, tf_env, workdir, request, caplog, tmp_path
+):
+    # What the AWS SDK leaves when it retries a lock PutItem whose first answer was lost: the
+    # command's own lock (this user@host, this operation, created while it runs), which Terraform
+    # then reports as held and never releases. A `terraform` that writes that lock as it starts
+    # and then runs the real one reproduces it.
+    tf = make_tf(ctx, project, workdir, request.node.name)
+    ddb = aws.client(ctx, "dynamodb")
+    table, lock_path = tf.backend["dynamodb_table"], f"{tf.backend['bucket']}/{tf.backend['key']}"
+    lock_id = str(uuid.uuid4())
+    own = {"ID": lock_id, "Operation": "OperationTypePlan", "Info": "", "Version": "1.15.5",
+           "Path": lock_path, "Who": f"{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"}
+    conn = aws.connections(ctx)["aws_default"]
+    setup = tmp_path / "lock.json"
+    setup.write_text(json.dumps({"table": table, "path": lock_path, "lock": own,
+                                 "endpoint": aws.endpoint_url(ctx), "key": conn["login"],
+                                 "secret": conn["password"]}))
+    wrapper = tmp_path / "terraform"
+    wrapper.write_text(f"""#!{sys.executable}
+import json, os, sys
+from datetime import UTC, datetime
+import boto3
+setup = json.load(open({str(setup)!r}))
+if sys.argv[1] == "plan" and not os.path.exists({str(setup)!r} + ".done"):
+    open({str(setup)!r} + ".done", "w").close()
+    lock = dict(setup["lock"], Created=datetime.now(UTC).isoformat().replace("+00:00", "Z"))
+    boto3.client("dynamodb", endpoint_url=setup["endpoint"], region_name="us-east-1",
+                 aws_access_key_id=setup["key"], aws_secret_access_key=setup["secret"]).put_item(
+        TableName=setup["table"],
+        Item={{"LockID": {{"S": setup["path"]}}, "Info": {{"S": json.dumps(lock)}}}})
+os.execv(sys.executable, [sys.executable, "-m", "bisman_ops.terraform_cli", *sys.argv[1:]])
+""")
+    wrapper.chmod(0o755)
+    tf.binary = str(wrapper)
+
+    with caplog.at_level("WARNING", logger="bisman_ops.terraform"):
+        assert tf.plan("own.tfplan") is True
+    assert f"the state lock {lock_id} it failed on is its own" in caplog.text
+    assert "Item" not in ddb.get_item(TableName=table, Key={"LockID": {"S": lock_path}}, ConsistentRead=True)
+
+    # The same lock written before the command started is someone's crash: left for a human.
+    own["Created"] = (datetime.now(UTC) - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    ddb.put_item(TableName=table, Item={"LockID": {"S": lock_path}, "Info": {"S": json.dumps(own)}})
+    with pytest.raises(TerraformError) as excinfo:
+        tf.plan("stale.tfplan")
+    assert excinfo.value.lock_id == lock_id
+    assert "Item" in ddb.get_item(TableName=table, Key={"LockID": {"S": lock_path}}, ConsistentRead=True)
+
+
+def test_lock_info_is_read_from_terraforms_message():
+    stderr = ("Error: Error acquiring the state lock\n\nLock Info:\n  ID:        8d1c-42\n"
+              "  Path:      b/k.tfstate\n  Operation: OperationTypeApply\n  Who:       ops@w1\n"
+              "  Version:   1.15.5\n  Created:   2026-12-02 13:40:01.250000123 +0000 UTC\n  Info:\n")
+    lock = terraform.LockInfo.parse(stderr)
+    assert (lock.id, lock.operation, lock.who) == ("8d1c-42", "OperationTypeApply", "ops@w1")
+    assert lock.created == pytest.approx(datetime(2026, 12, 2, 13, 40, 1, 250000, UTC).timestamp())
+    assert terraform.LockInfo.parse("Error: Invalid value for variable") is None
 
 
 def test_a_plan_made_stale_by_another_apply_is_refused_by_terraform(ctx, project, tf_env, workdir, request):
