@@ -14,3 +14,9 @@ RUN printf '#!/bin/sh\nexec python -m bisman_ops.terraform_cli "$@"\n' > /usr/lo
     && chmod 755 /usr/local/bin/terraform
 USER airflow
 ENV PYTHONPATH=/opt/airflow/include
+# The post-deploy TLS scan: sslyze pins an older cryptography than Airflow's, so it gets a venv of
+# its own; the DAGs run `python -m bisman_ops.tls_scan` with this interpreter.
+COPY requirements-tls.txt /requirements-tls.txt
+RUN python -m venv /home/airflow/venv-tls && /home/airflow/venv-tls/bin/pip install --no-cache-dir \
+    -r /requirements-tls.txt
+ENV BISMAN_TLS_SCANNER_PYTHON=/home/airflow/venv-tls/bin/python

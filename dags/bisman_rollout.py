@@ -22,6 +22,12 @@ stopped, one at a time; each starts only from a steady state, is aborted when it
 fires, is restored by a teardown whatever happens, and its journal goes into the report. Staging
 runs them by default; prod only when the form asks, and after `chaos.approve_drills`.
 
+**Post-deploy** (`post_deploy`): the health endpoints through the load balancer's address, then
+the API's TLS graded (A or better by default; the report lists every reason it is not A+), the WAF
+on the load balancer, no data port open to the world, the database not public, no application
+secret in its log or plaintext environment; last, a performance baseline (`hey` runs) compared
+with the environment's previous one and stored in its place unless it regressed.
+
 **Change lock**: `preflight.acquire_change_lock` takes the environment's lock (DynamoDB, with a
 lease every step renews) and `release_change_lock` gives it back whatever happens; a second rollout
 or a rollback of the same environment fails on it without touching anything. If a worker died, the
@@ -46,19 +52,18 @@ from bisman_ops import params
 from bisman_ops.change import lock, report
 from bisman_ops.change.approval import ChangeApproval
 from bisman_ops.change.notify import TeamNotifier
-from bisman_ops.change.step import not_built
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollout import billing as bill
 from bisman_ops.rollout import chaos as drills
 from bisman_ops.rollout import core_infrastructure as core
 from bisman_ops.rollout import monitoring as mon
+from bisman_ops.rollout import post_deploy as post
 from bisman_ops.rollout import preflight as pre
 from bisman_ops.rollout import read_replica as replica
 from bisman_ops.rollout import scheduled_jobs as jobs
 from bisman_ops.rollout import usage_metering as usage
 
 DAG_ID = "bisman_rollout"
-ISSUE = "rollout phases are being built"
 APPROVAL_TIMEOUT = timedelta(hours=2)  # shorter than the change lock's 3 h lease
 
 with DAG(
@@ -114,6 +119,7 @@ with DAG(
         **params.section("Scheduled jobs", jobs.PARAMS),
         **params.section("Monitoring", mon.PARAMS),
         **params.section("Chaos drills", drills.PARAMS),
+        **params.section("Post-deploy", post.PARAMS),
     },
 ) as dag:
     begun = report.begin_run_report()
@@ -266,10 +272,14 @@ with DAG(
             drills_restored.append(restored_)
         drills.chaos_gate(drill_plan, journals)
 
-    # One block per phase still to build: each is replaced by its phase module's tasks.
-
     with TaskGroup(group_id="post_deploy") as post_deploy:
-        not_built("post_deploy_gate", ISSUE)
+        # Read-only checks of what is now serving, then the baseline under load on its own.
+        tls = post.tls_graded(settings)
+        performance = post.performance_baseline(settings, outputs)
+        chain(post.healthy_through_load_balancer(outputs),
+              [tls, post.waf_active(outputs), post.security_groups_closed(outputs),
+               post.database_not_public(outputs), post.secrets_not_leaked(outputs)],
+              performance, post.post_deploy_gate(tls, performance))
 
     released = lock.release_change_lock().as_teardown(setups=acquired)
     written = report.write_run_report(

@@ -9,7 +9,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 DEBIAN_PACKAGES=(postgresql postgresql-client pgbouncer redis-server redis-sentinel prometheus
-                 prometheus-alertmanager git ca-certificates chromium)
+                 prometheus-alertmanager git ca-certificates chromium hey)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -34,4 +34,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
   .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.txt -r requirements-dev.txt
   echo "$want" > "$stamp"
+fi
+# sslyze (the post-deploy TLS scan) pins an older cryptography than Airflow's: a venv of its own.
+tls_stamp=.venv-tls/.requirements.sha256
+tls_want=$(sha256sum requirements-tls.txt | cut -d' ' -f1)
+if [ "$(cat "$tls_stamp" 2>/dev/null)" != "$tls_want" ]; then
+  echo "==> installing the TLS scanner into .venv-tls"
+  [ -x .venv-tls/bin/python ] || "$PYTHON" -m venv .venv-tls
+  .venv/bin/uv pip install -q --python .venv-tls/bin/python -r requirements-tls.txt
+  echo "$tls_want" > "$tls_stamp"
 fi

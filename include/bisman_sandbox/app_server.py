@@ -47,6 +47,12 @@ def fault_file(ctx: SandboxContext):
     return ctx.state_dir / "app" / "fault"
 
 
+def latency_file(ctx: SandboxContext):
+    """While this file exists every request waits the milliseconds it holds (a slower build, for
+    the performance baseline's regression test)."""
+    return ctx.state_dir / "app" / "latency_ms"
+
+
 def log_group() -> str:
     return ResourceNames(sc.PROJECT_NAME, sc.ENVIRONMENT).app_log_group
 
@@ -74,6 +80,7 @@ def app_environment(ctx: SandboxContext) -> dict[str, str]:
         "ROUTING_LOG_FILE": str(routing_log_file(ctx)),
         "METRICS_DIR": str(ctx.state_dir / "app" / "metrics"),
         "FAULT_FILE": str(fault_file(ctx)),
+        "LATENCY_FILE": str(latency_file(ctx)),
         "USAGE_METER_ENABLED": os.environ.get("USAGE_METER_ENABLED", "true"),
         "QUOTA_ENFORCEMENT_ENABLED": os.environ.get("QUOTA_ENFORCEMENT_ENABLED", "true"),
         "APP_BIND": f"{HOST}:{ctx.port('app')}",

@@ -30,6 +30,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "alertmanager": 19093,
     "app": 18000,
     "grafana": 19300,  # the Grafana API stand-in; clear of every other port at offsets 0 and 2000
+    "tls": 18443,  # the API's HTTPS listener (the load balancer's, in front of the app)
 }
 
 # Names the sandbox gives its resources, the way Terraform would for project_name/environment.

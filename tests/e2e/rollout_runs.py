@@ -14,9 +14,8 @@ from tests.e2e import approvals
 
 DAG_ID = "bisman_rollout"
 APPROVE = "core_infrastructure.approve_plan"
-BUILT_GROUPS = ("preflight", "core_infrastructure", "read_replica", "usage_metering", "billing",
-                "scheduled_jobs", "monitoring", "chaos")
-LATER_PHASES = ("post_deploy",)
+PHASES = ("preflight", "core_infrastructure", "read_replica", "usage_metering", "billing", "scheduled_jobs",
+          "monitoring", "chaos", "post_deploy")
 NAMES = ResourceNames("bisman-erp", "staging")
 RUN_TIMEOUT = 1800  # the whole rehearsal on a loaded 2-core machine
 

@@ -21,16 +21,6 @@ from bisman_ops.rollout.billing import stripe_setup as ss
 SIX_EVENTS = [e for e in ss.WEBHOOK_EVENTS if e != "checkout.session.completed"]
 
 
-@pytest.fixture(scope="module")
-def ctx():
-    from bisman_sandbox.context import SandboxContext
-    from bisman_sandbox.launcher import up
-
-    c = SandboxContext.from_env()
-    up(c)
-    return c
-
-
 @pytest.fixture
 def airflow_env(ctx, monkeypatch):
     from bisman_sandbox import launcher

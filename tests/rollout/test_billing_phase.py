@@ -17,6 +17,7 @@ import pytest
 from bisman_ops.naming import ResourceNames
 from bisman_ops.rollout import billing
 from bisman_ops.rollout.billing import stripe_setup as ss
+from tests.rollout.conftest import seeded_outputs
 from tests.rollout.dag_shape import unrun
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,16 +31,6 @@ def app_secret_name() -> str:
 def body(task):
     """The phase module's own function under a ``@step`` task (``functools.wraps`` keeps it)."""
     return task.function.__wrapped__
-
-
-@pytest.fixture(scope="module")
-def ctx():
-    from bisman_sandbox.context import SandboxContext
-    from bisman_sandbox.launcher import up
-
-    c = SandboxContext.from_env()
-    up(c)
-    return c
 
 
 @pytest.fixture
@@ -75,15 +66,6 @@ def restored_afterwards(ctx):
         app_server.up(ctx)
 
 
-def outputs_of(ctx) -> dict:
-    """The Terraform outputs the phase reads, as the sandbox's seeding names them."""
-    from bisman_sandbox import aws
-
-    arn = aws.client(ctx, "secretsmanager").describe_secret(SecretId=app_secret_name())["ARN"]
-    return {"app_secrets_arn": arn, "ecs_cluster_name": NAMES.ecs_cluster_name,
-            "ecs_service_name": NAMES.ecs_service_name}
-
-
 def poke_until_done(task, *args, timeout: float = 60):
     deadline = time.monotonic() + timeout
     poke = body(task)(*args)
@@ -100,7 +82,7 @@ def test_phase_creates_the_endpoint_stores_its_secret_redeploys_and_stripe_deliv
     from bisman_sandbox.billing_impl import deployed_secret
 
     settings = {"environment": "staging", "domain_name": SANDBOX_DOMAIN}
-    outputs = outputs_of(ctx)
+    outputs = seeded_outputs(ctx)
     bills = body(billing.billing_settings_valid)(settings)
     assert body(billing.stripe_key_mode_matches_environment)(bills, outputs)["key_mode"] == "test"
     prices = body(billing.prices_active_for_their_plans)(bills, outputs).value

@@ -12,6 +12,7 @@ import pytest
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.rollout import chaos
 from bisman_ops.rollout.chaos import faults, hypothesis
+from tests.rollout.conftest import seeded_outputs
 
 STAGING = {"environment": "staging", "replica_lag_threshold_s": 1.0}
 PROD = {"environment": "prod", "replica_lag_threshold_s": 1.0}
@@ -265,28 +266,8 @@ def test_the_ecs_fault_stops_one_task_and_copes_once_a_new_one_runs_with_healthy
 
 
 @pytest.fixture(scope="module")
-def sandbox_env():
-    from bisman_sandbox import launcher
-    from bisman_sandbox.context import SandboxContext
-
-    ctx = SandboxContext.from_env()
-    launcher.up(ctx)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in launcher.airflow_connection_env(ctx).items():
-            mp.setenv(key, value)
-        yield ctx
-
-
-@pytest.fixture(scope="module")
 def outputs(sandbox_env):
-    from bisman_sandbox import aws
-
-    r = aws.seeded(sandbox_env)
-    n = aws.names()
-    return {"db_replica_identifier": r.db_replica_identifier, "app_secrets_arn": r.app_secrets_arn,
-            "app_log_group": r.app_log_group, "redis_replication_group_id": n.redis_replication_group_id,
-            "ecs_cluster_name": n.ecs_cluster_name, "ecs_service_name": n.ecs_service_name,
-            "alb_arn": r.alb_arn}
+    return seeded_outputs(sandbox_env)
 
 
 def poke_until_done(task, *args, timeout: float = 120):

@@ -13,7 +13,6 @@ from bisman_ops.rollout import core_infrastructure as core
 from bisman_ops.rollout.settings import RolloutSettings
 from bisman_sandbox import context as sc
 from bisman_sandbox.context import HOST, SandboxContext
-from bisman_sandbox.launcher import up as sandbox_up
 
 PLANNED = {
     "has_changes": True,
@@ -25,13 +24,6 @@ PLANNED = {
     "plan_uri": "s3://bisman-erp-staging-terraform-state/plans/x.tfplan",
     "plan_sha256": "ab" * 32,
 }
-
-
-@pytest.fixture(scope="module")
-def ctx() -> SandboxContext:
-    c = SandboxContext.from_env()
-    sandbox_up(c)
-    return c
 
 
 @pytest.fixture(autouse=True)

@@ -134,19 +134,6 @@ def test_a_failed_reload_is_named_even_when_the_old_rules_look_healthy():
 # -- against the sandbox -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sandbox_env():
-    from bisman_sandbox import launcher
-    from bisman_sandbox.context import SandboxContext
-
-    ctx = SandboxContext.from_env()
-    launcher.up(ctx)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in launcher.airflow_connection_env(ctx).items():
-            mp.setenv(key, value)
-        yield ctx
-
-
 def _wait_loaded(expected, delivered_at, timeout=60):
     deadline = time.monotonic() + timeout
     while True:

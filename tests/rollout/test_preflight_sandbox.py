@@ -12,15 +12,7 @@ from bisman_ops.naming import ResourceNames
 from bisman_ops.rollout import preflight
 from bisman_sandbox import aws, sinks
 from bisman_sandbox import context as sc
-from bisman_sandbox.context import HOST, SandboxContext
-from bisman_sandbox.launcher import up as sandbox_up
-
-
-@pytest.fixture(scope="module")
-def ctx() -> SandboxContext:
-    c = SandboxContext.from_env()
-    sandbox_up(c)
-    return c
+from bisman_sandbox.context import HOST
 
 
 def test_read_calls_of_the_rollout_are_permitted_and_identity_known(ctx):

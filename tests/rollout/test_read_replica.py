@@ -43,16 +43,6 @@ def test_lag_not_shown_under_the_threshold_names_why(cloudwatch, sql, reason):
     assert not poke.done and reason in poke.waiting_for
 
 
-@pytest.fixture(scope="module")
-def ctx():
-    from bisman_sandbox.context import SandboxContext
-    from bisman_sandbox.launcher import up
-
-    c = SandboxContext.from_env()
-    up(c)
-    return c
-
-
 def test_sql_probe_times_the_replay_of_a_write_on_the_sandboxs_replica(ctx, monkeypatch):
     from bisman_sandbox import launcher
 

@@ -15,28 +15,20 @@ import pytest
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.rollout import usage_metering as usage
 from bisman_ops.rollout.usage_metering import load_test, meter_settings, one_off, quota, schema, tenants
-
-OUTPUTS = {"ecs_cluster_name": "bisman-erp-staging", "ecs_service_name": "bisman-erp-staging"}
+from tests.rollout.conftest import seeded_outputs
 
 
 @pytest.fixture(scope="module")
-def sandbox_env():
-    from bisman_sandbox import aws, launcher
-    from bisman_sandbox.context import SandboxContext
-
-    ctx = SandboxContext.from_env()
-    launcher.up(ctx)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in launcher.airflow_connection_env(ctx).items():
-            mp.setenv(key, value)
-        yield {"ctx": ctx, "outputs": {**OUTPUTS, "app_secrets_arn": aws.names().app_secret_name}}
+def metering_env(sandbox_env):
+    """The sandbox (its workers' connections set) and the Terraform outputs its seeding stands for."""
+    return {"ctx": sandbox_env, "outputs": seeded_outputs(sandbox_env)}
 
 
 # -- settings ----------------------------------------------------------------------------------------
 
 
-def test_the_service_runs_with_the_meter_and_quota_enforcement_on_and_only_names_are_reported(sandbox_env):
-    _, _svc, td, container = usage._service_and_definition(sandbox_env["outputs"])
+def test_the_service_runs_with_the_meter_and_quota_enforcement_on_and_only_names_are_reported(metering_env):
+    _, _svc, td, container = usage._service_and_definition(metering_env["outputs"])
     measured = meter_settings.flags_verdict(td, container)
     assert measured["flags"] == {"USAGE_METER_ENABLED": "enabled", "QUOTA_ENFORCEMENT_ENABLED": "enabled"}
     assert measured["container"] == "app" and measured["task_definition"].endswith(":2")
@@ -50,8 +42,8 @@ def test_the_service_runs_with_the_meter_and_quota_enforcement_on_and_only_names
      "USAGE_METER_ENABLED is set in container app of bisman-erp-staging-app:2 but not on"),
     ({"QUOTA_ENFORCEMENT_ENABLED": None}, "QUOTA_ENFORCEMENT_ENABLED is missing from container app"),
 ])
-def test_a_disabled_or_missing_meter_setting_fails_naming_it(sandbox_env, change, named):
-    _, _svc, td, container = usage._service_and_definition(sandbox_env["outputs"])
+def test_a_disabled_or_missing_meter_setting_fails_naming_it(metering_env, change, named):
+    _, _svc, td, container = usage._service_and_definition(metering_env["outputs"])
     container = copy.deepcopy(container)
     env = {e["name"]: e["value"] for e in container["environment"]}
     for name, value in change.items():
@@ -77,8 +69,8 @@ def _migrate_once(outputs: dict) -> dict:
     return {"runner": runner.name, "poke": poke, "task": task}
 
 
-def test_migrations_run_as_a_one_off_task_of_the_service_and_running_them_again_is_a_no_op(sandbox_env):
-    first, again = _migrate_once(sandbox_env["outputs"]), _migrate_once(sandbox_env["outputs"])
+def test_migrations_run_as_a_one_off_task_of_the_service_and_running_them_again_is_a_no_op(metering_env):
+    first, again = _migrate_once(metering_env["outputs"]), _migrate_once(metering_env["outputs"])
     assert first["runner"] == "sandbox"  # registered by configuration, not known to the product
     task = first["task"]
     assert task.command == one_off.MIGRATE_COMMAND and task.container == "app"
@@ -102,13 +94,13 @@ def test_a_migration_task_that_exits_non_zero_fails_with_its_exit_code_and_last_
 # -- tables ------------------------------------------------------------------------------------------
 
 
-def test_the_usage_tables_have_the_contracts_columns_and_keys(sandbox_env):
+def test_the_usage_tables_have_the_contracts_columns_and_keys(metering_env):
     with usage.primary() as conn:
         measured = schema.verify_tables(conn)
     assert measured["client_daily_usage"]["primary_key"] == ["tenant_id", "usage_date", "metric"]
 
 
-def test_a_missing_table_column_or_key_is_named(sandbox_env):
+def test_a_missing_table_column_or_key_is_named(metering_env):
     from bisman_ops import migrations
 
     scratch = f"usage_check_{uuid.uuid4().hex[:8]}"
@@ -137,13 +129,13 @@ def test_a_missing_table_column_or_key_is_named(sandbox_env):
 
 
 @pytest.fixture(scope="module")
-def load_run(sandbox_env):
+def load_run(metering_env):
     from bisman_ops.clients import app_http
 
     shape = load_test.LoadShape(users=3, duration_s=6, spawn_rate=3, p95_ms=2000, max_error_ratio=0.05,
                                 min_rps=0.5)
     planned = tenants.planned(f"test-usage-{uuid.uuid4().hex}")
-    secret = usage.jwt_secret(sandbox_env["outputs"])
+    secret = usage.jwt_secret(metering_env["outputs"])
     clients = [t for t in planned if t["role"] != "quota"]
     ids = [t["id"] for t in clients]
     with usage.primary() as conn:
@@ -221,7 +213,7 @@ def test_a_quota_not_enforced_fails_naming_the_statuses_seen():
     assert "no 429 after 5 calls with a day quota of 3" in str(failed.value)
 
 
-def test_removing_the_test_tenants_removes_what_was_written_about_them_and_never_a_real_tenant(sandbox_env):
+def test_removing_the_test_tenants_removes_what_was_written_about_them_and_never_a_real_tenant(metering_env):
     planned = tenants.planned(f"test-removal-{uuid.uuid4().hex}")
     ids = [t["id"] for t in planned]
     with usage.primary() as conn:

@@ -232,13 +232,3 @@ def short_circuit(fn: Callable | None = None, *, lease: bool = True, **task_kwar
 step.sensor = sensor  # type: ignore[attr-defined]
 step.short_circuit = short_circuit  # type: ignore[attr-defined]
 
-
-def not_built(task_id: str, issue: str, **task_kwargs: Any):
-    """A task for a checklist step that is not built yet: it fails, so a run never pretends to
-    have passed it."""
-
-    @step(task_id=task_id, lease=False, **task_kwargs)
-    def not_built_yet() -> None:
-        raise CheckFailed(task_id, "not built yet", "a built phase", f"{issue}; this run stops here")
-
-    return not_built_yet()

@@ -49,22 +49,28 @@ def request(
     headers: dict | None = None,
     timeout: float = HTTP_TIMEOUT_S,
     attempts: int = RETRY_ATTEMPTS,
+    base_url: str | None = None,
 ) -> Any:
     """One call of the application's API; returns the ``requests.Response`` whatever its status
-    (the caller decides what a 4xx means), after at most ``attempts`` tries."""
+    (the caller decides what a 4xx means), after at most ``attempts`` tries. ``base_url`` calls
+    that address (e.g. Terraform's ``api_base_url``, the load balancer) instead of the connection's."""
     import requests
     import tenacity
 
-    hook = _hook(method, conn_id)
+    hook = None if base_url else _hook(method, conn_id)
 
     def once() -> Any:
-        r = hook.run(
-            path,
-            data=params,
-            headers=headers,
-            json=json,
-            extra_options={"timeout": timeout, "check_response": False},
-        )
+        if hook is None:
+            r = requests.request(method.upper(), f"{base_url.rstrip('/')}{path}", params=params,
+                                 headers=headers, json=json, timeout=timeout)
+        else:
+            r = hook.run(
+                path,
+                data=params,
+                headers=headers,
+                json=json,
+                extra_options={"timeout": timeout, "check_response": False},
+            )
         if r.status_code in RETRY_STATUSES:
             raise RetryableStatus(r)
         return r
@@ -85,16 +91,18 @@ def probe_health(
     conn_id: str = config.APP_API_CONN_ID,
     paths: tuple[str, ...] = HEALTH_PATHS,
     timeout: float = HTTP_TIMEOUT_S,
+    base_url: str | None = None,
 ) -> list[dict]:
     """One GET of each health endpoint: ``[{"path", "status", "ms", "body"}]``; status is the HTTP
-    code, or ``no answer (Error)`` when nothing came back within the timeout."""
+    code, or ``no answer (Error)`` when nothing came back within the timeout. ``base_url`` as in
+    ``request``."""
     import requests
 
     results = []
     for path in paths:
         started = time.monotonic()
         try:
-            r = request("GET", path, conn_id=conn_id, timeout=timeout, attempts=1)
+            r = request("GET", path, conn_id=conn_id, timeout=timeout, attempts=1, base_url=base_url)
             status: int | str = r.status_code
             body = r.text.strip()[:200]
         except requests.RequestException as exc:

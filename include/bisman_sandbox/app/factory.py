@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from flask import Flask, Response, g, jsonify, request
 
@@ -20,6 +22,7 @@ from bisman_sandbox.app.settings import Settings, redact
 # Requests that are never metered: probes, scrapes and Stripe's own calls.
 _UNMETERED_PREFIXES = ("/health", "/api/health/", "/metrics", "/api/webhooks/")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+HSTS_MAX_AGE_S = 365 * 24 * 3600
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -44,6 +47,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         g.started = time.perf_counter()
         supplied = request.headers.get("X-Request-Id", "")
         g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        if settings.latency_file and os.path.exists(settings.latency_file):
+            with contextlib.suppress(OSError, ValueError):
+                time.sleep(float(Path(settings.latency_file).read_text().strip() or 0) / 1000)
         if settings.fault_file and os.path.exists(settings.fault_file) and not request.path.startswith(
                 _UNMETERED_PREFIXES):
             return error(500, "fault injected (sandbox alert drill)")
@@ -81,6 +87,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.after_request
     def record_request(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        # As the real application (helmet) does: browsers honour it only over HTTPS (the TLS listener).
+        response.headers["Strict-Transport-Security"] = f"max-age={HSTS_MAX_AGE_S}; includeSubDomains"
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         metrics.observe_request(request.method, route, response.status_code, elapsed)

@@ -33,6 +33,7 @@ class Settings:
     routing_log_file: str | None
     metrics_dir: str | None
     fault_file: str | None = None  # while this file exists, API requests answer 500 (alert drills)
+    latency_file: str | None = None  # while it exists, every request waits the milliseconds it holds
     usage_meter_enabled: bool = True
     quota_enforcement_enabled: bool = True
     db_connect_timeout: int = 2
@@ -65,6 +66,7 @@ class Settings:
             routing_log_file=env.get("ROUTING_LOG_FILE") or None,
             metrics_dir=env.get("METRICS_DIR") or None,
             fault_file=env.get("FAULT_FILE") or None,
+            latency_file=env.get("LATENCY_FILE") or None,
             usage_meter_enabled=_flag(env.get("USAGE_METER_ENABLED"), True),
             quota_enforcement_enabled=_flag(env.get("QUOTA_ENFORCEMENT_ENABLED"), True),
             db_connect_timeout=int(env.get("DB_CONNECT_TIMEOUT_SECONDS", "2")),

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-HEALTH_PATHS = ("/health", "/api/health/db", "/api/health/redis")
+from bisman_ops.clients.app_http import HEALTH_PATHS
+
 PROBE_REQUESTS = 10
 WATCH_INTERVAL_S = 1.0
 # What a drill could set off; the Watchdog always fires and the quota job's alerts are not about it.
