@@ -46,7 +46,8 @@ def test_data_ports_open_to_the_world_are_named_and_the_web_ports_are_not():
               group("sg-ops", {"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}, name="ops"),
               group("sg-db", tcp(5432, source="sg-app"), name="db")]
     problems = security.security_group_problems(groups, "sg-db", ["sg-app"])
-    assert problems == ["sg-redis (redis) opens 6379 to 0.0.0.0/0", "sg-redis (redis) opens 6432 to 0.0.0.0/0",
+    assert problems == ["sg-redis (redis) opens 6379 to 0.0.0.0/0",
+                        "sg-redis (redis) opens 6432 to 0.0.0.0/0",
                         "sg-ops (ops) opens 5432 to ::/0", "sg-ops (ops) opens 6379 to ::/0",
                         "sg-ops (ops) opens 6432 to ::/0"]
 
