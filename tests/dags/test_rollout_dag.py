@@ -89,7 +89,7 @@ def test_every_form_field_has_a_title_a_description_and_a_section_in_phase_order
     sections = list(dict.fromkeys(p["schema"]["section"] for p in fields.values()))
     assert sections == ["Target", "Preflight and core infrastructure", "Read replica",
                         "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs",
-                        "Monitoring", "Chaos drills"]
+                        "Monitoring", "Chaos drills", "Post-deploy"]
     # A section keeps its validation: the schema moved, not only the heading.
     assert fields["domain_name"]["schema"]["pattern"]
     assert fields["load_test_users"]["schema"]["maximum"] == 5000

@@ -47,7 +47,7 @@ def test_a_malformed_domain_in_the_rollout_form_is_refused_and_creates_no_run(op
     # The fields are grouped by phase, each group a section the operator opens.
     for section in ("Target", "Preflight and core infrastructure", "Read replica",
                     "Usage metering and quotas", "Billing (Stripe)", "Scheduled jobs", "Monitoring",
-                    "Chaos drills"):
+                    "Chaos drills", "Post-deploy"):
         dialog.get_by_role("button", name=section, exact=True).wait_for()
     dialog.get_by_role("button", name="Target", exact=True).click()
     operator.shot("rollout-form")
