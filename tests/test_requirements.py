@@ -26,15 +26,18 @@ def _names(path: Path) -> set[str]:
     return names
 
 
-def _imported_top_level(dirs: list[Path]) -> set[str]:
+# Runs in the TLS scanner's own venv (requirements-tls.txt), not in Airflow's.
+SCANNER = ROOT / "include" / "bisman_ops" / "tls_scan.py"
+
+
+def _imported_top_level(files: list[Path]) -> set[str]:
     found = set()
-    for d in dirs:
-        for p in d.rglob("*.py"):
-            for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Import):
-                    found |= {a.name.split(".")[0] for a in node.names}
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    found.add(node.module.split(".")[0])
+    for p in files:
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
     return found - set(sys.stdlib_module_names) - {"bisman_ops", "__future__"}
 
 
@@ -67,8 +70,15 @@ def test_every_package_the_product_imports_is_declared_for_production():
     declared = _names(ROOT / "requirements.in")
     dists = packages_distributions()
     missing = []
-    for module in sorted(_imported_top_level([ROOT / "include" / "bisman_ops", ROOT / "dags"])):
+    product = [f for d in (ROOT / "include" / "bisman_ops", ROOT / "dags") for f in d.rglob("*.py")]
+    for module in sorted(_imported_top_level([f for f in product if f != SCANNER])):
         providers = {d.lower().replace("_", "-") for d in dists.get(module, [])}
         if not providers & declared and not (module == "airflow" and "apache-airflow" in declared):
             missing.append(f"{module} (from {', '.join(sorted(providers)) or 'no installed distribution'})")
     assert missing == []
+
+
+def test_the_tls_scanner_imports_only_what_its_own_lock_holds():
+    locked = _names(ROOT / "requirements-tls.txt")
+    assert "sslyze" in _names(ROOT / "requirements-tls.in")
+    assert _imported_top_level([SCANNER]) <= locked, locked

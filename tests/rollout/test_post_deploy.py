@@ -315,7 +315,8 @@ def test_the_baseline_is_stored_the_same_build_is_no_regression_and_a_slower_one
     from bisman_sandbox import app_server
     from bisman_sandbox.rollout_conf import rollout_conf
 
-    conf = {**{k: p.value for k, p in post.PARAMS.items()}, "perf_requests": 150, "perf_concurrency": 20}
+    conf = {**{k: p.value for k, p in post.PARAMS.items()}, "perf_requests": 150, "perf_concurrency": 20,
+            "perf_regression_ratio": rollout_conf(sandbox_env)["perf_regression_ratio"]}
     monkeypatch.setattr(post, "context", lambda: {"params": conf})
     form = {**rollout_conf(sandbox_env), "app_image": "bisman-erp:perf-a"}
     settings = RolloutSettings.from_params(form).as_dict()
