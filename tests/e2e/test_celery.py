@@ -29,6 +29,10 @@ def celery_airflow():
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         # A worker that vanishes is noticed in seconds, not Airflow's default five minutes.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        # A message the lost worker had reserved but not started leaves its task queued: Airflow
+        # requeues it after task_queued_timeout (600 s by default, longer than the run's wait).
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
     }
     af.down()
     # A fresh home: a queue or an executor's slots left by an earlier session must not count.

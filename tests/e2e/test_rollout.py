@@ -122,7 +122,7 @@ def test_the_rehearsal_report_records_the_approval_outputs_and_measurements_with
     tls = measured["post_deploy.tls_graded"]
     assert tls["grade"] == "A+" and tls["caps"] == [] and tls["chain_trusted"] and tls["leaf_days"] <= 90
     scan = measured["post_deploy.secrets_not_leaked"]
-    assert scan["log_events_scanned"] > 0 and "JWT_SECRET" in scan["secret_keys"] and scan["leaks"] == []
+    assert scan["log_events_scanned"] > 0 and "JWT_SECRET" in scan["keys_compared"] and scan["leaks"] == []
     assert "sandbox-jwt-secret" not in markdown and "sk_test_sandbox" not in markdown
     # The database password Terraform got (a sensitive variable in the plan) is shown nowhere.
     for shown in (json.dumps(rehearsal.approval), json.dumps(rep), markdown):

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from bisman_ops.change.errors import CheckFailed
+from bisman_ops.change.redact import redact
 from bisman_ops.rollout import post_deploy as post
 from bisman_ops.rollout.post_deploy import baseline, security, tls_grade
 from tests.rollout.conftest import seeded_outputs
@@ -177,7 +178,9 @@ def test_no_secret_in_the_logs_or_environment_and_one_written_to_the_log_is_name
 
     monkeypatch.setattr(post, "context", lambda: {"params": {"secret_scan_window_minutes": 60}})
     measured = body(post.secrets_not_leaked)(outputs)
-    assert measured["leaks"] == [] and "JWT_SECRET" in measured["secret_keys"]
+    assert measured["leaks"] == [] and "JWT_SECRET" in measured["keys_compared"]
+    # The report shows which keys were compared: the names survive its redaction.
+    assert redact(measured)["keys_compared"] == measured["keys_compared"]
     logs = aws.client(sandbox_env, "logs")
     secret = preflight.read_app_secret(aws.client(sandbox_env, "secretsmanager"), outputs["app_secrets_arn"])
     stream = f"test-leak-{uuid.uuid4().hex[:8]}"
@@ -279,6 +282,31 @@ def test_a_hey_run_is_summarised_with_its_errors_and_the_requests_that_got_no_an
     assert (run.requests, run.errors) == (5, 2)  # one 503, one never answered
     assert (run.p50_ms, run.p95_ms, run.p99_ms) == (20.0, 40.0, 40.0)
     assert run.rps == 40.0  # 4 answers by 0.1 s
+
+
+def test_hey_counts_what_it_sends_when_the_requests_do_not_divide_by_the_concurrency():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = baseline.hey(f"http://127.0.0.1:{server.server_address[1]}/", 150, 20)
+    finally:
+        server.shutdown()
+    assert (run.requests, run.errors) == (140, 0)  # 20 workers x 7, none unanswered
+    with pytest.raises(ValueError, match=r"at least as many requests as concurrency \(10 < 20\)"):
+        baseline.requests_sent(10, 20)
 
 
 def test_slower_is_a_regression_only_when_both_practical_and_significant():

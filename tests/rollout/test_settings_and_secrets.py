@@ -62,6 +62,8 @@ def test_every_bad_value_is_named_in_one_refusal(tmp_path):
                 app_image="bisman-erp",
                 terraform_dir=str(tmp_path / "missing"),
                 replica_lag_threshold_seconds=0,
+                perf_requests=60,
+                perf_concurrency=100,
             )
         )
     message = str(excinfo.value)
@@ -71,6 +73,7 @@ def test_every_bad_value_is_named_in_one_refusal(tmp_path):
         "app_image",
         "is not a directory",
         "replica_lag_threshold_seconds=0",
+        "perf_requests=60 is fewer than perf_concurrency=100",
     ):
         assert expected in message
     assert "nothing was changed" in message

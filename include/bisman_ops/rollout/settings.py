@@ -105,6 +105,10 @@ class RolloutSettings:
         threshold = _number(p, "replica_lag_threshold_seconds", DEFAULT_LAG_THRESHOLD_S, problems)
         lag_timeout = _number(p, "replica_lag_timeout_seconds", DEFAULT_LAG_TIMEOUT_S, problems)
         cert_timeout = _number(p, "certificate_timeout_seconds", DEFAULT_CERTIFICATE_TIMEOUT_S, problems)
+        requests, concurrency = p.get("perf_requests"), p.get("perf_concurrency")
+        if isinstance(requests, int) and isinstance(concurrency, int) and requests < concurrency:
+            # hey sends perf_requests // perf_concurrency per worker: none at all below one each.
+            problems.append(f"perf_requests={requests} is fewer than perf_concurrency={concurrency}")
         if problems:
             raise CheckFailed(
                 "rollout parameters", "; ".join(problems), "valid values for every field of the form",

@@ -55,7 +55,16 @@ def parse_hey_csv(text: str, expected: int) -> LoadRun:
                    p99_ms=round(percentile(latencies, 0.99), 2), rps=round(len(rows) / elapsed, 1))
 
 
+def requests_sent(requests: int, concurrency: int) -> int:
+    """What ``hey -n requests -c concurrency`` sends: each of its workers sends ``n // c`` (150 at 20
+    is 140), so a count not divisible by the concurrency must not count the rest as unanswered."""
+    if requests < concurrency:
+        raise ValueError(f"hey needs at least as many requests as concurrency ({requests} < {concurrency})")
+    return requests // concurrency * concurrency
+
+
 def hey(url: str, requests: int, concurrency: int, binary: str = "hey") -> LoadRun:
+    sent = requests_sent(requests, concurrency)
     argv = [binary, "-n", str(requests), "-c", str(concurrency), "-t", str(HEY_REQUEST_TIMEOUT_S),
             "-o", "csv", url]
     try:
@@ -65,7 +74,7 @@ def hey(url: str, requests: int, concurrency: int, binary: str = "hey") -> LoadR
         raise RuntimeError(f"no {binary!r} to load the endpoint with (Debian: apt-get install hey)") from None
     if done.returncode != 0:
         raise RuntimeError(f"hey failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
-    return parse_hey_csv(done.stdout, requests)
+    return parse_hey_csv(done.stdout, sent)
 
 
 def measure(url: str, runs: int, requests: int, concurrency: int) -> list[LoadRun]:

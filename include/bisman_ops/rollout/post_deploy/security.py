@@ -211,7 +211,7 @@ def secret_leaks(secret: Mapping[str, str], task_definition: Mapping[str, Any], 
                   for s in c.get("secrets") or []}
     missing = sorted(set(secret) - referenced)
     measured = {"task_definition": task_definition.get("taskDefinitionArn", "?"), "log_group": log_group,
-                "log_events_scanned": len(scanned), "secret_keys": sorted(secret),
+                "log_events_scanned": len(scanned), "keys_compared": sorted(secret),
                 "keys_not_referenced": missing, "leaks": leaks}
     fail_unless(leaks, "application secrets in logs and environment", "no secret value in either",
                 "Rotate every key named (it has been exposed), remove it from the log statement or the "
