@@ -277,3 +277,26 @@ def test_dashboards_import_into_the_folder_and_a_version_conflict_is_a_clear_412
     with pytest.raises(CheckFailed, match=r"412 name-exists.*Another dashboard in that folder"):
         grafana.import_dashboard(g, {**model, "uid": f"{uid}-twin"}, folder["uid"], overwrite=False,
                                  message="test")
+
+
+def test_amp_delivery_creates_a_namespace_per_file_then_updates_it(sandbox_env):
+    """The production delivery (Amazon Managed Service for Prometheus) against moto's AMP: the first
+    delivery creates one rule groups namespace per file, the next one puts a new version of each."""
+    from bisman_sandbox import aws
+
+    amp = aws.client(sandbox_env, "amp")
+    workspace = amp.create_workspace(alias=f"test-{uuid.uuid4().hex[:8]}")["workspaceId"]
+    try:
+        files = delivery.read_rule_files(promtool.rule_files())
+        sent = delivery.AmpRuleDelivery(workspace).deliver(files)
+        assert set(sent["namespaces"]) == set(files) and sent["delivery"] == "amp"
+        listed = amp.list_rule_groups_namespaces(workspaceId=workspace)["ruleGroupsNamespaces"]
+        assert {n["name"] for n in listed} == {f.removesuffix(".yml").replace(".", "-") for f in files}
+        first = next(iter(files))
+        ns = first.removesuffix(".yml").replace(".", "-")
+        changed = files[first].replace("for: ", "for:  ", 1)
+        delivery.AmpRuleDelivery(workspace).deliver({first: changed})  # exists: put, not create
+        stored = amp.describe_rule_groups_namespace(workspaceId=workspace, name=ns)["ruleGroupsNamespace"]
+        assert stored["data"] == changed.encode()
+    finally:
+        amp.delete_workspace(workspaceId=workspace)
