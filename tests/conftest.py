@@ -45,6 +45,21 @@ def airflow(sandbox) -> AirflowClient:
     af.down()
 
 
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium under Playwright, for the browser tier and the e2e rehearsal's approval."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: scripts/setup.sh installs Debian's chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
 @pytest.hookimpl(tryfirst=True)  # marked before `-m` deselects
 def pytest_collection_modifyitems(config, items):
     """Whole DAG runs under Airflow last, the browser tier after them: the quick logic and service

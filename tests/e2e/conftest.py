@@ -1,17 +1,22 @@
 """End-to-end tests: whole DAG runs under the session's Airflow (the `sandbox` and `airflow` fixtures
 of tests/conftest.py), triggered and answered through the REST API as the UI does.
 
-The approved rehearsal is the expensive part (every built phase, about five minutes), so one run
-serves every test that reads what a good rollout did; each failure path gets a run of its own."""
+The approved rehearsal is the expensive part (every phase, about nine minutes), so one run serves
+every test that reads what a good rollout did, the browser tier's included: its plan is approved with
+a click on *Required actions* and its grid watched phase by phase in Chromium, as an operator does.
+Each failure path gets a run of its own."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from bisman_sandbox import sinks
+from tests import browser as ui
 from tests.e2e import rollout_runs as rr
 
 
@@ -39,24 +44,41 @@ class Rehearsal:
     # A second rollout triggered while the first was being applied, seen before it was failed by hand.
     second_state: str
     second_states: dict[str, str]
+    # What the operator saw in the browser: each phase's gate as it ended, and the screenshots.
+    grid: dict[str, str]
+    screenshots: list[Path]
 
 
 @pytest.fixture(scope="session")
-def rehearsal(rollout, sandbox) -> Rehearsal:
-    """One approved rollout with the operator's form (a fresh image tag, so the plan has changes)."""
+def rehearsal(rollout, sandbox, browser) -> Rehearsal:
+    """One approved rollout with the operator's form (a fresh image tag, so the plan has changes),
+    approved and watched in the browser."""
     sinks.clear(sandbox)
     conf = rr.form(sandbox)
     run_id = rollout.trigger(rr.DAG_ID, conf)
-    approval = rr.approve(rollout, run_id)
+    for old in ui.SCREENSHOTS.glob("rehearsal-*.png"):  # an earlier session's
+        old.unlink()
+    operator = ui.log_in(browser, "rehearsal")
+    try:
+        approval = ui.approve_with_a_click(operator, rollout, rr.DAG_ID, run_id, rr.APPROVE,
+                                           re.compile(r"Apply the Terraform plan to staging\?"))
 
-    second = rollout.trigger(rr.DAG_ID, rr.form(sandbox))
-    rollout.wait_for_task_state(rr.DAG_ID, run_id, "core_infrastructure.terraform_apply", ("success",),
-                                timeout=600)
-    second_state = rollout.run(rr.DAG_ID, second)["state"]
-    second_states = rr.states(rollout, second)
-    rollout._call("PATCH", f"/dags/{rr.DAG_ID}/dagRuns/{second}", json={"state": "failed"})
+        second = rollout.trigger(rr.DAG_ID, rr.form(sandbox))
+        rollout.wait_for_task_state(rr.DAG_ID, run_id, "core_infrastructure.terraform_apply", ("success",),
+                                    timeout=600)
+        second_state = rollout.run(rr.DAG_ID, second)["state"]
+        second_states = rr.states(rollout, second)
+        rollout._call("PATCH", f"/dags/{rr.DAG_ID}/dagRuns/{second}", json={"state": "failed"})
 
-    state = rr.finished(rollout, run_id)
+        grid = ui.watch_the_grid(operator, rollout, rr.DAG_ID, run_id,
+                                 {phase: f"{phase}.{phase}_gate" for phase in rr.PHASES[1:]},
+                                 timeout=rr.RUN_TIMEOUT)
+        state = rr.finished(rollout, run_id)
+        operator.page.reload()
+        operator.page.get_by_text(re.compile(rf"^{state}$", re.I)).first.wait_for()
+        operator.shot("run-ended")
+    finally:
+        operator.close()
     rep, markdown = rr.report(sandbox, run_id)
     # Where the run stopped the team is told; wait for both before the captures are kept.
     where = rr.summary(rep).get("stopped at")
@@ -65,4 +87,4 @@ def rehearsal(rollout, sandbox) -> Rehearsal:
         sinks.wait_for_slack(sandbox, lambda p: where in json.dumps(p))
     return Rehearsal(run_id, conf, state, rr.states(rollout, run_id), rep, markdown, approval,
                      sinks.captured_mail(sandbox), sinks.captured_slack(sandbox), rr.lock_holder(sandbox),
-                     second_state, second_states)
+                     second_state, second_states, grid, sorted(ui.SCREENSHOTS.glob("rehearsal-*.png")))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from bisman_sandbox import aws
-from bisman_sandbox.process import wait_until
-from tests.e2e import approvals
+from tests.browser import field
 from tests.e2e import rollout_runs as rr
-from tests.ui.conftest import field
 
 DAG_IDS = {
     "bisman_rollout", "bisman_daily_usage_aggregation", "bisman_trial_expiry", "bisman_quota_alerts",
@@ -115,45 +115,20 @@ def test_an_application_rollback_from_its_form_is_refused_with_a_wrong_confirmat
     assert revision() == "1"
 
 
-def test_the_plan_is_approved_with_a_click_and_the_grid_shows_each_phase_pass(operator, airflow, sandbox):
-    # The drills were shown by the e2e rehearsal; here the operator's part: approve, then watch.
-    conf = rr.form(sandbox, replica_failure_drill=False, alert_threshold_drill=False,
-                   chaos_drills=False)
-    airflow.wait_for_dag(rr.DAG_ID)
-    airflow.unpause(rr.DAG_ID)
-    run_id = airflow.trigger(rr.DAG_ID, conf)
-    task_page = f"/dags/{rr.DAG_ID}/runs/{run_id}/tasks/{rr.APPROVE}/required_actions"
-    for _ in range(3):  # the Airflow 3.3.2 race of tests/e2e/approvals.py: asked again, answer again
-        airflow.wait_for_task_state(rr.DAG_ID, run_id, rr.APPROVE, ("awaiting_input",), timeout=900)
-        asked = approvals.task_instance(airflow, rr.DAG_ID, run_id, rr.APPROVE)["try_number"]
-        wait_until(lambda asked=asked: approvals.pause_seen_by_scheduler(
-            rr.DAG_ID, run_id, rr.APPROVE, asked), timeout=300, what="the approval's pause seen", interval=1)
-        # Required Actions lists it; its page shows the plan summary with its SHA-256, and the choices.
-        operator.open("/required_actions?response_received=false")
-        subject = re.compile(r"Apply the Terraform plan to staging\?")
-        operator.page.get_by_role("link", name=subject).first.wait_for()
-        operator.shot("required-actions")
-        operator.open(task_page)
-        operator.page.get_by_text(re.compile(r"Plan SHA-256")).first.wait_for()
-        operator.page.get_by_text(re.compile(r"to add|to change|to destroy|Plan:")).first.wait_for()
-        operator.shot("plan-approval")
-        operator.page.get_by_role("button", name="Approve", exact=True).click()
-        wait_until(lambda asked=asked: approvals.answer_taken(airflow, rr.DAG_ID, run_id, rr.APPROVE, asked),
-                   timeout=300, what="the approval to take the click", interval=1)
-        if approvals.task_instance(airflow, rr.DAG_ID, run_id, rr.APPROVE)["state"] == "success":
-            break
-    assert airflow.hitl_details(rr.DAG_ID, run_id, rr.APPROVE)["chosen_options"] == ["Approve"]
-
-    # The operator watches the run's grid: each built phase's gate turns green in turn.
-    operator.open(f"/dags/{rr.DAG_ID}/runs/{run_id}")
-    for group in rr.PHASES[1:]:
-        state = airflow.wait_for_task_state(rr.DAG_ID, run_id, f"{group}.{group}_gate",
-                                            ("success", "failed", "upstream_failed"), timeout=rr.RUN_TIMEOUT)
-        operator.page.reload()
-        operator.page.get_by_text(group, exact=True).first.wait_for()
-        operator.shot(f"grid-{group}")
-        assert state == "success", group
-    assert rr.finished(airflow, run_id) == "success"
-    operator.page.reload()
+@pytest.mark.timeout(2400)  # the rehearsal itself when this tier runs alone
+def test_the_plan_is_approved_with_a_click_and_the_grid_shows_each_phase_pass(rehearsal, operator, airflow):
+    """The e2e tier's rehearsal was approved in this browser (tests/e2e/conftest.py): its plan found
+    on Required actions and approved with a click, its grid watched as each phase's gate ended."""
+    hitl = airflow.hitl_details(rr.DAG_ID, rehearsal.run_id, rr.APPROVE)
+    assert hitl["chosen_options"] == ["Approve"] and hitl["responded_by_user"]["name"] == "admin", hitl
+    assert list(rehearsal.grid) == list(rr.PHASES[1:])
+    assert set(rehearsal.grid.values()) == {"success"}, rehearsal.grid
+    shown = {p.name.split("-", 2)[2].removesuffix(".png") for p in rehearsal.screenshots}
+    assert {"required-actions", "plan-approval", "run-ended",
+            *(f"grid-{phase}" for phase in rr.PHASES[1:])} <= shown, shown
+    # The finished run as an operator opens it afterwards: every phase's gate green.
+    operator.open(f"/dags/{rr.DAG_ID}/runs/{rehearsal.run_id}")
     operator.page.get_by_text(re.compile(r"^success$", re.I)).first.wait_for()
-    operator.shot("run-ended")
+    for phase in rr.PHASES:
+        operator.page.get_by_text(phase, exact=True).first.wait_for()
+    operator.shot("rehearsal-run")
