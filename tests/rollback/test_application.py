@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -207,6 +208,47 @@ def test_previous_after_a_rollback_skips_the_release_rolled_back_from():
     assert app.previous_from_history([r[5], r[4], r[3]], r[5]) == (r[4], None)
     # Nothing else to go back to: refuse rather than return to the bad release.
     assert app.previous_from_history([r[4], r[5]], r[4]) == (None, r[5])
+
+
+def test_previous_is_resolved_from_ecs_deployment_history_newest_first():
+    """ListServiceDeployments, DescribeServiceDeployments and DescribeServiceRevisions (moto has none
+    of them: botocore's Stubber answers with ECS's documented shapes)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    ecs = boto3.client("ecs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    td = {n: f"arn:aws:ecs:us-east-1:1:task-definition/app:{n}" for n in (3, 4, 5)}
+    # Deployed 3, 4, 5 (bad), rolled back to 4; listed in no particular order.
+    deployed = [("d3", "r3", 3, 1), ("d5", "r5", 5, 3), ("d4", "r4", 4, 2), ("d4b", "r4b", 4, 4)]
+    stub = Stubber(ecs)
+    stub.add_response("list_service_deployments", {"serviceDeployments": [
+        {"serviceDeploymentArn": d} for d, *_ in deployed]},
+        {"cluster": "c", "service": "s", "status": ["SUCCESSFUL"]})
+    stub.add_response("describe_service_deployments", {"serviceDeployments": [
+        {"serviceDeploymentArn": d, "createdAt": datetime(2026, 1, at, tzinfo=UTC),
+         "targetServiceRevision": {"arn": r}} for d, r, _, at in deployed]},
+        {"serviceDeploymentArns": [d for d, *_ in deployed]})
+    stub.add_response("describe_service_revisions", {"serviceRevisions": [
+        {"serviceRevisionArn": r, "taskDefinition": td[n]} for _, r, n, _ in deployed]},
+        {"serviceRevisionArns": ["r4b", "r5", "r4", "r3"]})
+    with stub:
+        history = app.deployment_history(ecs, "c", "s")
+    assert history == [td[4], td[5], td[4], td[3]]
+    assert app.previous_from_history(history, td[4]) == (td[3], td[5])
+
+    # The API refused (as on an emulator): no history, the revision list decides.
+    stub = Stubber(ecs)
+    stub.add_client_error("list_service_deployments", "UnsupportedOperation", http_status_code=400)
+    with stub:
+        assert app.deployment_history(ecs, "c", "s") == []
+    # A malformed answer is a bug to see, not a reason to guess.
+    stub = Stubber(ecs)
+    stub.add_response("list_service_deployments", {"serviceDeployments": [{"serviceDeploymentArn": "d"}]})
+    stub.add_response("describe_service_deployments", {"serviceDeployments": [
+        {"serviceDeploymentArn": "d", "targetServiceRevision": {"arn": "r"}}]})
+    stub.add_response("describe_service_revisions", {"serviceRevisions": [{"taskDefinition": td[3]}]})
+    with stub, pytest.raises(KeyError, match="serviceRevisionArn"):
+        app.deployment_history(ecs, "c", "s")
 
 
 def test_update_is_idempotent_and_the_sensor_sees_our_deployment_stable(ecs, on_revision_2):

@@ -22,6 +22,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.change.step import Poke
 from bisman_ops.clients.aws import error_code
@@ -194,7 +196,9 @@ def deployment_history(ecs: Any, cluster: str, service: str) -> list[str]:
         if not revision_arns:
             return []
         revisions = ecs.describe_service_revisions(serviceRevisionArns=revision_arns)["serviceRevisions"]
-    except Exception:  # history is a refinement; the revision list is always there
+    except (AttributeError, BotoCoreError, ClientError):
+        # The API is missing (an older botocore or ECS, an emulator) or refused: the revision list
+        # is always there. A malformed answer is not swallowed: it would hide a wrong ``previous``.
         return []
     by_arn = {r["serviceRevisionArn"]: r["taskDefinition"] for r in revisions}
     return [by_arn[a] for a in revision_arns if a in by_arn]
