@@ -154,6 +154,21 @@ def test_admin_usage_read_is_served_by_the_replica_and_logged_replica(ctx, base,
     assert len(messages) == 1 and messages[0].startswith("db_route=replica ")
 
 
+def test_no_routing_line_is_lost_when_the_log_group_was_deleted_and_created_again(ctx, base, admin, tenant):
+    # Every worker has logged once (its stream is known), then the group goes and comes back empty.
+    for _ in range(3 * app_server.WORKERS):
+        requests.get(f"{base}/api/admin/tenants/{tenant['id']}/usage", headers=admin, timeout=HTTP_TIMEOUT)
+    aws.client(ctx, "logs").delete_log_group(logGroupName=app_server.log_group())
+    aws.seed(ctx)
+    request_ids = [f"test-{uuid.uuid4().hex}" for _ in range(3 * app_server.WORKERS)]
+    for rid in request_ids:
+        answer = requests.get(f"{base}/api/admin/tenants/{tenant['id']}/usage",
+                              headers={**admin, "X-Request-Id": rid}, timeout=HTTP_TIMEOUT)
+        assert answer.status_code == 200
+    in_cloudwatch = "\n".join(cloudwatch_messages(ctx, '"db_route=replica"'))
+    assert [rid for rid in request_ids if f"request_id={rid}" not in in_cloudwatch] == []
+
+
 def test_reads_fall_back_to_the_primary_while_the_replica_is_down(ctx, base, admin, tenant):
     request_ids = [f"test-{uuid.uuid4().hex}" for _ in range(3)]
     postgres.stop_replica(ctx)

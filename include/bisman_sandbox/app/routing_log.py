@@ -83,17 +83,22 @@ class RoutingLog:
         try:
             with self._lock:
                 client = self._logs_client()
-                stream = self._ensure_stream(client, group)
-                client.put_log_events(
-                    logGroupName=group,
-                    logStreamName=stream,
-                    logEvents=[{"timestamp": int(time.time() * 1000), "message": line}],
-                )
+                try:
+                    self._put(client, group, line)
+                except client.exceptions.ResourceNotFoundException:
+                    # The stream went with its group (deleted and created again): make it anew, once,
+                    # as ECS's awslogs driver does, rather than lose this line.
+                    self._stream = None
+                    self._put(client, group, line)
         except Exception as exc:
             self._skip_until = time.monotonic() + _BACKOFF_SECONDS
             self._stream = None
             _log.warning("routing log not sent to CloudWatch (%s); retrying in %.0f s",
                          type(exc).__name__, _BACKOFF_SECONDS)
+
+    def _put(self, client, group: str, line: str) -> None:
+        client.put_log_events(logGroupName=group, logStreamName=self._ensure_stream(client, group),
+                              logEvents=[{"timestamp": int(time.time() * 1000), "message": line}])
 
     def _logs_client(self):
         if self._client is None:
