@@ -33,6 +33,13 @@ lease every step renews) and `release_change_lock` gives it back whatever happen
 or a rollback of the same environment fails on it without touching anything. If a worker died, the
 lease expires on its own (3 h).
 
+**A failure after the apply offers a rollback**: once the lock is released, `choose_rollback` asks
+(Required actions; the team is mailed a link) "Roll back the application", "Roll back the
+infrastructure" or "Stop" (also the answer after 2 h). A rollback choice triggers that rollback DAG
+with its form filled from this run (environment, target, the failed task as the reason), linked
+from the task; the rollback's own checks and plan approval still apply. Nothing is rolled back
+without a choice.
+
 **Run report**: `write_run_report` always runs last; it writes JSON and Markdown to
 `s3://<project>-<env>-terraform-state/reports/<env>/bisman_rollout/<run>` and into its log:
 outputs, measurements, the approval (who, when, what was shown), timings, where it stopped.
@@ -46,11 +53,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param, TaskGroup, chain
 
 from bisman_ops import params
 from bisman_ops.change import lock, report
-from bisman_ops.change.approval import ChangeApproval
+from bisman_ops.change.approval import ChangeApproval, ChangeChoice
 from bisman_ops.change.notify import TeamNotifier
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollout import billing as bill
@@ -60,6 +68,7 @@ from bisman_ops.rollout import monitoring as mon
 from bisman_ops.rollout import post_deploy as post
 from bisman_ops.rollout import preflight as pre
 from bisman_ops.rollout import read_replica as replica
+from bisman_ops.rollout import rollback_offer as rollback
 from bisman_ops.rollout import scheduled_jobs as jobs
 from bisman_ops.rollout import usage_metering as usage
 
@@ -282,11 +291,31 @@ with DAG(
               performance, post.post_deploy_gate(tls, performance))
 
     released = lock.release_change_lock().as_teardown(setups=acquired)
+
+    # Failed after the apply: offer the rollbacks once the lock is free for them; nothing without a choice.
+    offer = rollback.rollback_offer_prepared()
+    choice = ChangeChoice(task_id="choose_rollback", question=offer["question"], default=rollback.STOP,
+                          response_timeout=APPROVAL_TIMEOUT,
+                          options_mapping={rollback.APPLICATION: "application_rollback_triggered",
+                                           rollback.INFRASTRUCTURE: "infrastructure_rollback_triggered",
+                                           rollback.STOP: "rollback_declined"})
+    triggered = [
+        TriggerDagRunOperator(task_id="application_rollback_triggered",
+                              trigger_dag_id=rollback.APPLICATION_DAG, conf=offer["application"],
+                              fail_when_dag_is_paused=True, openlineage_inject_parent_info=False),
+        TriggerDagRunOperator(task_id="infrastructure_rollback_triggered",
+                              trigger_dag_id=rollback.INFRASTRUCTURE_DAG, conf=offer["infrastructure"],
+                              fail_when_dag_is_paused=True, openlineage_inject_parent_info=False),
+        rollback.rollback_declined(offer),
+    ]
+    chain(released, offer, rollback.rollback_offered(offer), choice, triggered)
+
     written = report.write_run_report(
         title="BISMAN ERP rollout to {{ params.environment }}",
         purpose="roll out {{ params.app_image }} to {{ params.domain_name }}",
     ).as_teardown(setups=begun)
     chain(begun, preflight, core_infrastructure, read_replica, usage_metering, billing, scheduled_jobs,
           monitoring, chaos, post_deploy, released, written)
+    triggered >> written  # the report records the choice
     # What the phases changed for their checks is restored before the lock is given back.
     [restored, tenants_removed, smoke_removed, probe_removed, unfaulted, *drills_restored] >> released

@@ -23,7 +23,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBranchOperator
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from bisman_ops.change import lock
@@ -126,6 +126,41 @@ class ChangeApproval(ApprovalOperator):
             super().execute_complete(context, event)  # validates the answer against the options
         lock.fence(context)
         return answer
+
+
+class ChangeChoice(HITLBranchOperator):
+    """A human choice among options, each leading to the task it maps to (``options_mapping``):
+    the question comes from an earlier task (``question``: ``subject`` and ``body``), the team is
+    told with a link, ``default`` is the answer when nobody answers within ``response_timeout``, and
+    the answer (who, what, when) is recorded for the run report like an approval's."""
+
+    template_fields = (*HITLBranchOperator.template_fields, "question")
+
+    def __init__(self, *, question: Any, options_mapping: dict[str, str], default: str,
+                 response_timeout: timedelta, **kwargs: Any) -> None:
+        kwargs.setdefault("notifiers", [ApprovalNotifier()])
+        super().__init__(subject="(the question is prepared by an earlier task)", body="",
+                         options=list(options_mapping), options_mapping=options_mapping, defaults=default,
+                         response_timeout=response_timeout, **kwargs)
+        self.question = question
+
+    def execute(self, context):
+        if not isinstance(self.question, dict) or not self.question.get("subject"):
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"{self.task_id}: no question (subject, body) from the task that "
+                                       "prepares it; clear that task, then this one")
+        self.subject, self.body = str(self.question["subject"]), str(self.question.get("body", ""))
+        return super().execute(context)
+
+    def execute_complete(self, context, event: dict[str, Any]) -> Any:
+        from bisman_ops.change import step
+
+        answer = answer_from_event(self.subject, event)
+        chosen = list(event.get("chosen_options") or [])
+        answer["chosen"] = chosen[0] if chosen else (self.defaults or ["?"])[0]
+        step.record(context["ti"], answer=answer, measured={"answer": describe(answer)})
+        return super().execute_complete(context, event)
 
 
 def approved(answer: dict[str, Any] | None, what: str = "the approval") -> dict[str, Any]:

@@ -22,8 +22,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.change.step import Poke
 from bisman_ops.clients.aws import error_code
@@ -185,6 +183,8 @@ def previous_from_history(history: list[str], current_arn: str) -> tuple[str | N
 def deployment_history(ecs: Any, cluster: str, service: str) -> list[str]:
     """Task definitions of the service's successful deployments, newest first; [] when ECS's
     deployment history (ListServiceDeployments) is unavailable (older API, emulator)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         listed = ecs.list_service_deployments(cluster=cluster, service=service, status=["SUCCESSFUL"])
         arns = [d["serviceDeploymentArn"] for d in listed.get("serviceDeployments", [])]
