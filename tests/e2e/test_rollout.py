@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from urllib.parse import quote
 
 import pytest
 
 from bisman_ops import change_lock
 from bisman_ops.naming import ResourceNames
+from bisman_ops.rollout import rollback_offer as offer
 from bisman_ops.rollout.chaos import DRILLS
 from bisman_ops.rollout.read_replica import cloudwatch_replica_lag
 from bisman_sandbox import aws as sandbox_aws
@@ -23,6 +25,7 @@ from bisman_sandbox import context as sandbox_context
 from bisman_sandbox import replica_lag_publisher, sinks
 from bisman_sandbox.process import SandboxError, wait_until
 from bisman_sandbox.rollout_conf import rollout_conf
+from tests.e2e.approvals import answer
 from tests.e2e.rollout_runs import (
     APPROVE,
     DAG_ID,
@@ -129,6 +132,27 @@ def test_the_rehearsal_report_records_the_approval_outputs_and_measurements_with
         assert sandbox_context.DB_PASSWORD not in shown
     baseline = measured["post_deploy.performance_baseline"]
     assert len(baseline["runs"]) >= 5 and baseline["errors"] == 0 and baseline["stored"].startswith("s3://")
+
+
+def test_the_run_report_page_shows_the_rehearsal_to_an_operator_with_a_token(af, rehearsal):
+    import requests
+
+    url = f"{af.url}/bisman-reports/dags/{DAG_ID}/runs/{quote(rehearsal.run_id, safe='')}"
+    assert requests.get(url, timeout=30).status_code in (401, 403)  # no token, no report
+    page = af.session.get(url, timeout=30)  # the operator's bearer token
+    assert page.status_code == 200, page.text[:300]
+    text = page.text
+    assert "BISMAN ERP rollout to staging" in text and 'class="outcome success"' in text
+    for phase in PHASES:
+        assert f"<h2>{phase} <span" in text, phase
+    assert f"/runs/{quote(rehearsal.run_id)}/tasks/core_infrastructure.terraform_apply" in text
+    assert "Approve" in text and "admin" in text  # who approved
+    assert sandbox_context.DB_PASSWORD not in text and "sandbox-jwt-secret" not in text
+    missing = af.session.get(f"{af.url}/bisman-reports/dags/{DAG_ID}/runs/no-such-run", timeout=30)
+    assert missing.status_code == 404
+    views = [v for p in af._call("GET", "/plugins")["plugins"] for v in p.get("external_views", [])]
+    assert {"name": "Run report", "destination": "dag_run"}.items() <= next(
+        v for v in views if v["name"] == "Run report").items()
 
 
 def test_a_second_rollout_waits_untouched_while_one_is_applied(rehearsal):
@@ -261,11 +285,13 @@ def test_terraform_failing_mid_apply_releases_the_lock_and_the_report_says_where
     assert "FAILED" in mail["subject"]
 
 
-def test_lag_that_never_drops_times_out_reporting_the_lag_seen(af, sandbox, monkeypatch):
+def test_lag_that_never_drops_times_out_and_the_application_rollback_offered_is_run(
+        af, sandbox, monkeypatch, service_on_revision_2):
     replica_id = NAMES.db_replica_identifier
     replica_lag_publisher.stop(sandbox)
     monkeypatch.setenv(replica_lag_publisher.OVERRIDE_ENV, "5.0")
     replica_lag_publisher.start(sandbox, replica_id=replica_id)
+    af.unpause(offer.APPLICATION_DAG)  # a paused rollback DAG fails the trigger, naming it
     try:
         cloudwatch = sandbox_aws.client(sandbox, "cloudwatch")
         wait_until(lambda: (cloudwatch_replica_lag(cloudwatch, replica_id)["value"] or 0) >= 5.0,
@@ -273,6 +299,8 @@ def test_lag_that_never_drops_times_out_reporting_the_lag_seen(af, sandbox, monk
         conf = form(sandbox, replica_lag_timeout_seconds=30, replica_failure_drill=False)
         run_id = af.trigger(DAG_ID, conf)
         approve(af, run_id)
+        # Failed after the apply: the operator is offered the rollbacks and chooses the application's.
+        offered = answer(af, DAG_ID, run_id, "choose_rollback", offer.APPLICATION)
         assert finished(af, run_id) == "failed"
     finally:
         replica_lag_publisher.stop(sandbox)
@@ -286,6 +314,23 @@ def test_lag_that_never_drops_times_out_reporting_the_lag_seen(af, sandbox, monk
     because = summary(rep)["stopped because"]
     assert "timed out after 30 s" in because
     assert "CloudWatch ReplicaLag 5.00 s >= 1.0 s" in because
+
+    failed_at = "read_replica.replica_lag_below_threshold"
+    assert offered["subject"] == f"The rollout to staging failed at {failed_at}: roll back?"
+    assert (st["choose_rollback"], st["application_rollback_triggered"]) == ("success", "success")
+    assert st["infrastructure_rollback_triggered"] == "skipped" and st["rollback_declined"] == "skipped"
+    choice = next(s for s in rep["sections"] if s["title"] == "Approvals")["tables"][0]["rows"][-1]
+    assert choice[0] == "choose_rollback" and choice[2] == offer.APPLICATION and choice[3] == "admin"
+    # The rollback run it created, with the form filled from this run; it runs its own checks.
+    rollback_run = af._call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/application_rollback_"
+                                   "triggered/xcomEntries/trigger_run_id?deserialize=true")["value"]
+    assert af.run(offer.APPLICATION_DAG, rollback_run)["conf"] == {
+        "environment": "staging", "task_definition": "previous", "confirm": NAMES.ecs_service_name,
+        "reason": f"bisman_rollout run {run_id} failed at {failed_at}"}
+    assert af.wait_for_run(offer.APPLICATION_DAG, rollback_run, timeout=600) == "success"
+    ecs = sandbox_aws.client(sandbox, "ecs")
+    service = ecs.describe_services(cluster=NAMES.ecs_cluster_name, services=[NAMES.ecs_service_name])
+    assert service["services"][0]["taskDefinition"].endswith(f"{NAMES.app_task_family}:1")
     assert lock_holder(sandbox) is None
 
 

@@ -132,3 +132,10 @@ def test_the_plan_is_approved_with_a_click_and_the_grid_shows_each_phase_pass(re
     for phase in rr.PHASES:
         operator.page.get_by_text(phase, exact=True).first.wait_for()
     operator.shot("rehearsal-run")
+    # The run report opens from the run: the plugin's tab shows it, with each phase's gate.
+    operator.page.get_by_text("Run report", exact=True).first.click()
+    report = operator.page.frame_locator("iframe").first
+    report.get_by_role("heading", name="BISMAN ERP rollout to staging").wait_for()
+    for phase in rr.PHASES:
+        report.get_by_role("heading", name=re.compile(rf"^{phase} gate success$")).wait_for()
+    operator.shot("run-report")
