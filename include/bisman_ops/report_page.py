@@ -143,14 +143,14 @@ def create_app():
     """The FastAPI app the plugin mounts at ``URL_PREFIX`` inside Airflow's API server."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
-    from fastapi import Depends, FastAPI, Request
+    from fastapi import Depends, FastAPI
     from fastapi.responses import HTMLResponse
 
     app = FastAPI(title="BISMAN run reports", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/dags/{dag_id}/runs/{run_id}", response_class=HTMLResponse,
              dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
-    def run_report(dag_id: str, run_id: str, request: Request) -> HTMLResponse:
+    def run_report(dag_id: str, run_id: str) -> HTMLResponse:
         from bisman_ops import params
 
         conf = _run_conf(dag_id, run_id)
@@ -160,7 +160,7 @@ def create_app():
         found = _load_for(conf, dag_id, run_id)
         if found is None:
             return HTMLResponse(not_written(dag_id, run_id), status_code=404)
-        return HTMLResponse(render(found, _ui_base(request)))
+        return HTMLResponse(render(found, _ui_base()))
 
     return app
 
@@ -184,7 +184,8 @@ def _load_for(conf: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any] 
     return load(aws.client("s3"), names.state_bucket, names.reports_prefix, dag_id, run_id)
 
 
-def _ui_base(request: Any) -> str:
+def _ui_base() -> str:
+    """Where the UI is (``[api] base_url``); empty: links stay on the host that served the page."""
     from airflow.configuration import conf
 
-    return conf.get("api", "base_url", fallback="") or str(request.base_url)
+    return conf.get("api", "base_url", fallback="") or ""

@@ -243,6 +243,7 @@ def test_the_sandboxs_https_listener_grades_a_plus_on_a_local_ca_chain(sandbox_e
     assert measured["grade"] == "A+", measured
     assert measured["chain_trusted"] and measured["hostname_matches"] and measured["leaf_days"] <= 90
     assert set(measured["protocols"]) == {"TLSv1.2", "TLSv1.3"}
+    assert measured["mozilla_intermediate_issues"] == {}  # what sslyze finds against Mozilla's config
 
 
 @pytest.mark.parametrize(("profile", "grade", "reasons"), [
@@ -251,6 +252,7 @@ def test_the_sandboxs_https_listener_grades_a_plus_on_a_local_ca_chain(sandbox_e
 ])
 def test_a_weak_configuration_drops_the_grade_naming_why(sandbox_env, weak_listener, profile, grade, reasons):
     summary = scan(sandbox_env, weak_listener(profile))
+    assert summary["mozilla_intermediate_issues"], summary  # reported beside the grade
     verdict = tls_grade.grade(summary)
     assert verdict["grade"] == grade and set(reasons) <= set(verdict["caps"]), verdict
     with pytest.raises(CheckFailed) as failed:
