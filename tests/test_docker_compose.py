@@ -40,6 +40,32 @@ def test_airflow_service_runs_celery_executor_with_project_mounted(compose, name
     assert service["env_file"] == ".env"
 
 
+# What the local Celery run (bisman_sandbox.airflow_local, the one the e2e tier runs on) gives every
+# component alike; the compose file must give its components the same.
+SHARED_BY_COMPONENTS = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CELERY__BROKER_URL",
+                        "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__API_AUTH__JWT_SECRET",
+                        "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY",
+                        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API__BASE_URL")
+
+
+def test_compose_deploys_what_the_tested_local_celery_run_uses(compose, tmp_path):
+    from bisman_sandbox.airflow_local import AirflowLocal
+
+    local = AirflowLocal(home=tmp_path / "home", port=28080, executor="CeleryExecutor").environment()
+    deployed = compose["x-airflow-common"]["environment"]
+    assert [k for k in SHARED_BY_COMPONENTS if k not in local] == []
+    assert [k for k in SHARED_BY_COMPONENTS if k not in deployed] == []
+    assert local["AIRFLOW__CORE__EXECUTOR"] == deployed["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    for key, scheme in (("AIRFLOW__CELERY__BROKER_URL", "redis://"),
+                        ("AIRFLOW__CELERY__RESULT_BACKEND", "db+postgresql://")):
+        assert local[key].startswith(scheme) and deployed[key].startswith(scheme), key
+    for env in (local, deployed):
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
+    example = (ROOT / ".env.example").read_text()
+    for variable in re.findall(r"\$\{(\w+)[}:]", "\n".join(map(str, deployed.values()))):
+        assert f"\n{variable}=" in f"\n{example}", f"{variable} missing from .env.example"
+
+
 def test_components_wait_for_init_and_worker_can_scale(compose):
     services = compose["services"]
     for name in AIRFLOW_SERVICES[:-1]:
