@@ -53,7 +53,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param, TaskGroup, chain
 
 from bisman_ops import params
@@ -294,18 +293,17 @@ with DAG(
 
     # Failed after the apply: offer the rollbacks once the lock is free for them; nothing without a choice.
     offer = rollback.rollback_offer_prepared()
-    choice = ChangeChoice(task_id="choose_rollback", question=offer["question"], default=rollback.STOP,
+    choice = ChangeChoice(task_id="choose_rollback", question=offer, default=rollback.STOP,
                           response_timeout=APPROVAL_TIMEOUT,
                           options_mapping={rollback.APPLICATION: "application_rollback_triggered",
                                            rollback.INFRASTRUCTURE: "infrastructure_rollback_triggered",
                                            rollback.STOP: "rollback_declined"})
     triggered = [
-        TriggerDagRunOperator(task_id="application_rollback_triggered",
-                              trigger_dag_id=rollback.APPLICATION_DAG, conf=offer["application"],
-                              fail_when_dag_is_paused=True, openlineage_inject_parent_info=False),
-        TriggerDagRunOperator(task_id="infrastructure_rollback_triggered",
-                              trigger_dag_id=rollback.INFRASTRUCTURE_DAG, conf=offer["infrastructure"],
-                              fail_when_dag_is_paused=True, openlineage_inject_parent_info=False),
+        rollback.RollbackTriggered(task_id="application_rollback_triggered",
+                                   trigger_dag_id=rollback.APPLICATION_DAG, offer=offer, form="application"),
+        rollback.RollbackTriggered(task_id="infrastructure_rollback_triggered",
+                                   trigger_dag_id=rollback.INFRASTRUCTURE_DAG, offer=offer,
+                                   form="infrastructure"),
         rollback.rollback_declined(offer),
     ]
     chain(released, offer, rollback.rollback_offered(offer), choice, triggered)

@@ -10,6 +10,9 @@ export AIRFLOW_HOME="$BISMAN_ROOT/.airflow/test"
 export BISMAN_SANDBOX_DIR="$(sandbox_dir "$BISMAN_ROOT/.sandbox/test")"
 export BISMAN_SANDBOX_PORT_OFFSET="${BISMAN_SANDBOX_PORT_OFFSET:-2000}"
 export BISMAN_AIRFLOW_PORT="${BISMAN_AIRFLOW_PORT:-18080}"
+# The e2e and browser tiers run on Airflow's distributed executor, as docker-compose deploys it: two
+# Celery workers on a Redis broker of their own (LocalExecutor: set BISMAN_AIRFLOW_EXECUTOR).
+export BISMAN_AIRFLOW_EXECUTOR="${BISMAN_AIRFLOW_EXECUTOR:-CeleryExecutor}"
 
 cleanup() {
   python -m bisman_sandbox.airflow_local down >/dev/null 2>&1 || true

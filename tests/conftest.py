@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,12 +36,34 @@ def sandbox() -> SandboxContext:
     return ctx
 
 
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
+
+
+def session_airflow_env(sandbox: SandboxContext) -> dict[str, str]:
+    """What the session's Airflow runs with besides the launcher's configuration: the sandbox's
+    connections, the Celery test's probe DAG in a bundle of its own, and a lost worker noticed in a
+    minute (Airflow's defaults: 5 min for a task without heartbeat, 10 for one left queued)."""
+    bundles = [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}},
+               {"name": "test-dags", "classpath": LOCAL_BUNDLE,
+                "kwargs": {"path": str(ROOT / "tests" / "e2e" / "celery_dags"), "refresh_interval": 5}}]
+    return {
+        **launcher.airflow_connection_env(sandbox),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        # A message the lost worker had reserved but not started leaves its task queued.
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
+    }
+
+
 @pytest.fixture(scope="session")
 def airflow(sandbox) -> AirflowClient:
     """A running Airflow (api-server, scheduler, dag-processor, triggerer on its PostgreSQL metadata
-    database) whose connections point at the sandbox, shared by the e2e and UI tiers, stopped at the end."""
+    database; with ``BISMAN_AIRFLOW_EXECUTOR=CeleryExecutor``, as scripts/test.sh sets it, two Celery
+    workers and their broker) whose connections point at the sandbox, shared by the e2e and UI tiers,
+    stopped at the end."""
     af = AirflowLocal.from_env()
-    af.up(extra_env=launcher.airflow_connection_env(sandbox))
+    af.up(extra_env=session_airflow_env(sandbox))
     yield af.client()
     af.down()
 

@@ -1,49 +1,30 @@
-"""Airflow on CeleryExecutor, as the compose file deploys it: a Redis broker, the metadata database as
-result backend and two named workers on this host. Parallel tasks land on both workers; with one
-worker lost mid-run (killed with its tasks, as a machine that dies), the run still
-completes on the other."""
+"""The session's Airflow on CeleryExecutor, as the compose file deploys it (scripts/test.sh sets
+``BISMAN_AIRFLOW_EXECUTOR=CeleryExecutor``): a Redis broker, the metadata database as result backend
+and two named workers on this host, which every other e2e and browser test then runs on. Parallel
+tasks land on both workers; with one worker lost mid-run (killed with its tasks, as a machine that
+dies), the run still completes on the other, and the worker comes back for the tests after."""
 
 from __future__ import annotations
 
-import shutil
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from bisman_sandbox.airflow_local import AirflowLocal
 from bisman_sandbox.process import is_running
+from tests.conftest import session_airflow_env
 
 PROBE = "bisman_celery_probe"
-DAGS = Path(__file__).with_name("celery_dags")
+WORKERS = {"worker1@127.0.0.1", "worker2@127.0.0.1"}
 
 
-@pytest.fixture(scope="module")
-def celery_airflow():
-    base = AirflowLocal.from_env()
-    af = replace(base, home=base.home.with_name(base.home.name + "-celery"), port=base.port + 20,
-                 executor="CeleryExecutor", celery_workers=2)
-    request_env = {
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        # A worker that vanishes is noticed in seconds, not Airflow's default five minutes.
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-        # A message the lost worker had reserved but not started leaves its task queued: Airflow
-        # requeues it after task_queued_timeout (600 s by default, longer than the run's wait).
-        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
-        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
-    }
-    af.down()
-    # A fresh home: a queue or an executor's slots left by an earlier session must not count.
-    shutil.rmtree(af.home, ignore_errors=True)
-    try:
-        af.up(extra_env=request_env)
-    except Exception:
-        af.down()
-        raise
+@pytest.fixture
+def celery_airflow(airflow, sandbox):
+    af = AirflowLocal.from_env()
+    assert af.executor == "CeleryExecutor", "scripts/test.sh runs the session's Airflow on CeleryExecutor"
     yield af
-    af.down()
+    af.up(extra_env=session_airflow_env(sandbox))  # the lost worker back for the tests after this one
+    assert is_running(af._processes, "worker1")
 
 
 def _hosts(client, run_id: str, states: tuple[str, ...]) -> dict[int, str]:
@@ -51,9 +32,8 @@ def _hosts(client, run_id: str, states: tuple[str, ...]) -> dict[int, str]:
             if ti["state"] in states and ti["hostname"]}
 
 
-def test_parallel_tasks_land_on_both_workers_and_survive_one_lost(celery_airflow):
-    af = celery_airflow
-    client = af.client()
+def test_parallel_tasks_land_on_both_workers_and_survive_one_lost(celery_airflow, airflow):
+    af, client = celery_airflow, airflow
     client.wait_for_dag(PROBE)
     client.unpause(PROBE)
     run_id = client.trigger(PROBE)
@@ -62,15 +42,15 @@ def test_parallel_tasks_land_on_both_workers_and_survive_one_lost(celery_airflow
     running: dict[int, str] = {}
     while time.monotonic() < deadline:
         running = _hosts(client, run_id, ("running",))
-        if {"worker1@127.0.0.1", "worker2@127.0.0.1"} <= set(running.values()):
+        if set(running.values()) >= WORKERS:
             break
         time.sleep(1)
-    assert {"worker1@127.0.0.1", "worker2@127.0.0.1"} <= set(running.values()), running
+    assert set(running.values()) >= WORKERS, running
     on_worker1 = {i for i, host in running.items() if host == "worker1@127.0.0.1"}
 
     assert af.stop_worker("worker1", lost=True)
     assert not is_running(af._processes, "worker1")
-    assert client.wait_for_run(PROBE, run_id, timeout=420) == "success"
+    assert client.wait_for_run(PROBE, run_id, timeout=600) == "success"
 
     finished = {ti["map_index"]: ti for ti in client.task_instances(PROBE, run_id)}
     assert {ti["state"] for ti in finished.values()} == {"success"}

@@ -52,8 +52,8 @@ def test_the_prefilled_forms_are_valid_for_both_rollback_dags():
     assert forms["application"]["confirm"] == "bisman-erp-staging-app"
     assert forms["infrastructure"]["confirm"] == "staging"
     assert RUN in forms["application"]["reason"]
-    assert "read_replica.read_replica_gate" in forms["question"]["subject"]
-    assert "Stop" in forms["question"]["body"] and "nobody answers" in forms["question"]["body"]
+    assert "read_replica.read_replica_gate" in forms["subject"]
+    assert "Stop" in forms["body"] and "nobody answers" in forms["body"]
 
 
 def test_the_prefilled_application_form_passes_the_rollbacks_own_validation(sandbox):

@@ -28,7 +28,7 @@ def test_dag_list_shows_the_eight_dags_each_with_its_docs(operator, airflow):
     operator.shot("dag-list")
     listed = {page.get_by_test_id("dag-id").nth(i).inner_text().strip()
               for i in range(page.get_by_test_id("dag-id").count())}
-    assert listed == DAG_IDS
+    assert listed - {"bisman_celery_probe"} == DAG_IDS  # the Celery test's probe, in a bundle of its own
 
     for dag_id in sorted(DAG_IDS):
         operator.open(f"/dags/{dag_id}")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
 from bisman_ops.change.step import Result, context, step
 
 APPLY = "core_infrastructure.terraform_apply"
@@ -40,7 +42,8 @@ def failed_after_apply(states: dict[str, str], run_order: list[str], teardowns: 
 
 def rollback_forms(params: dict[str, Any], run_id: str, failed_task: str,
                    service_name: str) -> dict[str, Any]:
-    """Both rollback forms prefilled from the failed run, and the question that offers them."""
+    """Both rollback forms prefilled from the failed run, and the question (``subject``, ``body``)
+    that offers them."""
     environment = str(params["environment"])
     reason = f"bisman_rollout run {run_id} failed at {failed_task}"
     return {
@@ -49,18 +52,17 @@ def rollback_forms(params: dict[str, Any], run_id: str, failed_task: str,
                         "confirm": service_name},
         "infrastructure": {"environment": environment, "git_ref": None, "reason": reason,
                            "terraform_dir": str(params["terraform_dir"]), "confirm": environment},
-        "question": {
-            "subject": f"The rollout to {environment} failed at {failed_task}: roll back?",
-            "body": (f"Run `{run_id}` applied its Terraform plan to **{environment}**, then "
-                     f"`{failed_task}` failed (its log and the team's notification say why).\n\n"
-                     f"- **{APPLICATION}**: `{APPLICATION_DAG}` moves the ECS service `{service_name}` "
-                     "back to its previous task definition (validated before its lock is taken).\n"
-                     f"- **{INFRASTRUCTURE}**: `{INFRASTRUCTURE_DAG}` plans the Terraform configuration's "
-                     f"previous commit in `{params['terraform_dir']}` against {environment}'s state; "
-                     "its plan waits for your approval before anything is applied.\n"
-                     f"- **{STOP}**: nothing is rolled back (also the answer if nobody answers).\n\n"
-                     f"Reason the rollback will record: {reason}"),
-        },
+        # The question choose_rollback asks.
+        "subject": f"The rollout to {environment} failed at {failed_task}: roll back?",
+        "body": (f"Run `{run_id}` applied its Terraform plan to **{environment}**, then "
+                 f"`{failed_task}` failed (its log and the team's notification say why).\n\n"
+                 f"- **{APPLICATION}**: `{APPLICATION_DAG}` moves the ECS service `{service_name}` "
+                 "back to its previous task definition (validated before its lock is taken).\n"
+                 f"- **{INFRASTRUCTURE}**: `{INFRASTRUCTURE_DAG}` plans the Terraform configuration's "
+                 f"previous commit in `{params['terraform_dir']}` against {environment}'s state; "
+                 "its plan waits for your approval before anything is applied.\n"
+                 f"- **{STOP}**: nothing is rolled back (also the answer if nobody answers).\n\n"
+                 f"Reason the rollback will record: {reason}"),
     }
 
 
@@ -89,6 +91,23 @@ def rollback_offer_prepared() -> Result:
 def rollback_offered(offer: dict) -> bool:
     """Nothing failed after an apply: no question, every rollback task skipped."""
     return bool(offer.get("failed_task"))
+
+
+class RollbackTriggered(TriggerDagRunOperator):
+    """The standard provider's trigger, its conf the ``form`` of ``offer`` (an XComArg of
+    ``rollback_offer_prepared``): the triggered run is linked from the task ("Triggered DAG"), and a
+    paused rollback DAG fails it, naming the DAG."""
+
+    template_fields = (*TriggerDagRunOperator.template_fields, "offer")
+
+    def __init__(self, *, offer: Any, form: str, **kwargs: Any) -> None:
+        kwargs.setdefault("fail_when_dag_is_paused", True)
+        super().__init__(openlineage_inject_parent_info=False, **kwargs)
+        self.offer, self.form = offer, form
+
+    def execute(self, context):
+        self.conf = dict(self.offer[self.form])
+        return super().execute(context)
 
 
 @step(lease=False)
