@@ -28,6 +28,10 @@ from bisman_sandbox import launcher  # noqa: E402
 from bisman_sandbox.airflow_local import AirflowClient  # noqa: E402
 from bisman_sandbox.context import SandboxContext  # noqa: E402
 
+# One rehearsal for the session, shared by the e2e and browser tiers (a fixture defined in each
+# tier's conftest would run twice).
+from tests.e2e.rehearsal import rehearsal, rollout  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def sandbox() -> SandboxContext:

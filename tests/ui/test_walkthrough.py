@@ -117,7 +117,7 @@ def test_an_application_rollback_from_its_form_is_refused_with_a_wrong_confirmat
 
 @pytest.mark.timeout(2400)  # the rehearsal itself when this tier runs alone
 def test_the_plan_is_approved_with_a_click_and_the_grid_shows_each_phase_pass(rehearsal, operator, airflow):
-    """The e2e tier's rehearsal was approved in this browser (tests/e2e/conftest.py): its plan found
+    """The e2e tier's rehearsal was approved in this browser (tests/e2e/rehearsal.py): its plan found
     on Required actions and approved with a click, its grid watched as each phase's gate ended."""
     hitl = airflow.hitl_details(rr.DAG_ID, rehearsal.run_id, rr.APPROVE)
     assert hitl["chosen_options"] == ["Approve"] and hitl["responded_by_user"]["name"] == "admin", hitl

@@ -1,5 +1,6 @@
-"""End-to-end tests: whole DAG runs under the session's Airflow (the `sandbox` and `airflow` fixtures
-of tests/conftest.py), triggered and answered through the REST API as the UI does.
+"""The session's rollout fixtures (registered by tests/conftest.py for the e2e and browser tiers):
+whole DAG runs under the session's Airflow (the `sandbox` and `airflow` fixtures), triggered and
+answered through the REST API as the UI does.
 
 The approved rehearsal is the expensive part (every phase, about nine minutes), so one run serves
 every test that reads what a good rollout did, the browser tier's included: its plan is approved with
