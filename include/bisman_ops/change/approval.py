@@ -78,6 +78,16 @@ def describe(answer: dict[str, Any]) -> str:
     return f"{answer.get('chosen')} by {who} at {answer.get('responded_at')}"
 
 
+def asked(task_id: str, question: Any) -> tuple[str, str]:
+    """``subject`` and ``body`` of a question an earlier task prepared; a clear failure without one."""
+    if not isinstance(question, dict) or not question.get("subject"):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{task_id}: no question (subject, body) from the task that prepares it; "
+                                   "clear that task, then this one")
+    return str(question["subject"]), str(question.get("body", ""))
+
+
 class ChangeApproval(ApprovalOperator):
     """A human decision in a change DAG (see the module docstring).
 
@@ -104,12 +114,7 @@ class ChangeApproval(ApprovalOperator):
 
     def execute(self, context):
         if self.question is not None:
-            if not isinstance(self.question, dict) or not self.question.get("subject"):
-                from airflow.sdk.exceptions import AirflowFailException
-
-                raise AirflowFailException(f"{self.task_id}: no question (subject, body) from the task "
-                                           "that prepares it; clear that task, then this one")
-            self.subject, self.body = str(self.question["subject"]), str(self.question.get("body", ""))
+            self.subject, self.body = asked(self.task_id, self.question)
         lock.fence(context)  # the whole response_timeout is covered by the lease from here
         return super().execute(context)
 
@@ -145,12 +150,7 @@ class ChangeChoice(HITLBranchOperator):
         self.question = question
 
     def execute(self, context):
-        if not isinstance(self.question, dict) or not self.question.get("subject"):
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(f"{self.task_id}: no question (subject, body) from the task that "
-                                       "prepares it; clear that task, then this one")
-        self.subject, self.body = str(self.question["subject"]), str(self.question.get("body", ""))
+        self.subject, self.body = asked(self.task_id, self.question)
         return super().execute(context)
 
     def execute_complete(self, context, event: dict[str, Any]) -> Any:
