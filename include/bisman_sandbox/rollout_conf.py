@@ -34,10 +34,11 @@ def rollout_conf(ctx: SandboxContext) -> dict:
         # scheduled_jobs: the sandbox's Airflow creates DAGs paused; the rehearsal unpauses them.
         "unpause_recurring_dags": True,
         # post_deploy: a shorter baseline (prod: hey -n 1000 -c 50), five runs still; on 2 shared cores
-        # the same build drifts by more than prod's 10% between two measurements.
+        # the same build drifts by far more than prod's 10% between two measurements (2.3x seen with
+        # the Celery workers beside it), so only a slowdown past 3x counts here.
         "perf_requests": 300,
         "perf_concurrency": 20,
-        "perf_regression_ratio": 1.5,
+        "perf_regression_ratio": 3.0,
     }
 
 

@@ -9,11 +9,13 @@ import uuid
 from bisman_ops import change_lock
 from bisman_ops.naming import ResourceNames
 from bisman_sandbox import aws as sandbox_aws
+from bisman_sandbox.process import wait_until
 from bisman_sandbox.rollout_conf import rollout_conf
 from tests.e2e import approvals
 
 DAG_ID = "bisman_rollout"
 APPROVE = "core_infrastructure.approve_plan"
+OFFER = "choose_rollback"  # a run failed after its apply offers the rollbacks
 PHASES = ("preflight", "core_infrastructure", "read_replica", "usage_metering", "billing", "scheduled_jobs",
           "monitoring", "chaos", "post_deploy")
 NAMES = ResourceNames("bisman-erp", "staging")
@@ -33,6 +35,16 @@ def states(af, run_id: str) -> dict[str, str]:
 
 
 def finished(af, run_id: str) -> str:
+    """The run's end state. A run that failed after its apply asks whether to roll back: answered
+    Stop here, unless the test answered it already."""
+    def ended_or_asking() -> bool:
+        if af.run(DAG_ID, run_id)["state"] in ("success", "failed"):
+            return True
+        return approvals.task_instance(af, DAG_ID, run_id, OFFER)["state"] == "awaiting_input"
+
+    wait_until(ended_or_asking, timeout=RUN_TIMEOUT, what=f"{DAG_ID} run {run_id} to end", interval=2)
+    if af.run(DAG_ID, run_id)["state"] not in ("success", "failed"):
+        approvals.answer(af, DAG_ID, run_id, OFFER, "Stop")
     state = af.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT)
     # The teardowns (lock release, report) may still be finishing when the run's state is set.
     af.wait_for_task_state(DAG_ID, run_id, "write_run_report", ("success", "failed", "skipped"), timeout=120)
