@@ -49,10 +49,11 @@ def test_the_page_escapes_what_it_shows_and_shows_no_secret():
     page = report_page.render(_report(), "http://airflow.example:8080")
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "sk_test_abcdefghijkl" not in page and "hunter22-not-shown" not in page
-    assert report_page.phases([["a.x", "success", {}], ["b.y_gate", "failed", {}], ["a.z", "success", {}],
+    assert report_page.phases([["begin_run_report", "success", {}], ["a.x", "success", {}],
+                               ["b.y_gate", "failed", {}], ["a.z", "success", {}],
                                ["release_change_lock", "success", {}]]) == [
         ("a", [["a.x", "success", {}], ["a.z", "success", {}]]), ("b", [["b.y_gate", "failed", {}]]),
-        ("run", [["release_change_lock", "success", {}]])]
+        ("run", [["begin_run_report", "success", {}], ["release_change_lock", "success", {}]])]
 
 
 def test_the_report_a_run_wrote_is_read_back_and_a_missing_one_is_none(sandbox):

@@ -65,13 +65,14 @@ def _task_link(ui_base: str, dag_id: str, run_id: str, task_id: str) -> str:
 
 
 def phases(rows: list[list[Any]]) -> list[tuple[str, list[list[Any]]]]:
-    """The steps table's rows grouped by phase (a task group; ungrouped steps under "run"), in
-    run order."""
+    """The steps table's rows grouped by phase (a task group), in run order; the steps outside any
+    group (the report, the lock, the rollback offer) last, under "run"."""
     grouped: dict[str, list[list[Any]]] = {}
     for row in rows:
         task_id = str(row[0])
         grouped.setdefault(task_id.split(".", 1)[0] if "." in task_id else "run", []).append(row)
-    return list(grouped.items())
+    ungrouped = grouped.pop("run", None)
+    return [*grouped.items(), *([("run", ungrouped)] if ungrouped else [])]
 
 
 def render(report: dict[str, Any], ui_base: str) -> str:
