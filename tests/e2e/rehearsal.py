@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bisman_ops.change import lock as change_lock
-from bisman_sandbox import aws as sandbox_aws
 from bisman_sandbox import sinks
 from tests import browser as ui
 from tests.e2e import rollout_runs as rr
+from tests.e2e.leftovers import fail_left_over_runs
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +28,7 @@ def rollout(airflow, sandbox):
     session in the way (one run at a time: a run left waiting for an answer would queue every new one)."""
     airflow.wait_for_dag(rr.DAG_ID, timeout=900)  # all DAG files parsed first, on a busy machine
     assert airflow.import_errors() == []
-    for state in ("running", "queued"):
-        for old in airflow._call("GET", f"/dags/{rr.DAG_ID}/dagRuns?state={state}")["dag_runs"]:
-            airflow._call("PATCH", f"/dags/{rr.DAG_ID}/dagRuns/{old['dag_run_id']}", json={"state": "failed"})
-            change_lock.release(sandbox_aws.client(sandbox, "dynamodb"), rr.NAMES.lock_table, "staging",
-                                f"{rr.DAG_ID}/{old['dag_run_id']}")
+    fail_left_over_runs(airflow, sandbox, rr.DAG_ID)
     airflow.unpause(rr.DAG_ID)
     return airflow
 

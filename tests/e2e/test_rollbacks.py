@@ -16,6 +16,7 @@ from bisman_ops.rollback import database as db_rollback
 from bisman_sandbox import aws, pgbouncer, postgres, sinks
 from bisman_sandbox.rollback_impl import SandboxPgBouncerConfig
 from tests.e2e.approvals import answer
+from tests.e2e.leftovers import fail_left_over_runs
 from tests.rollback.conftest import make_infra_repo, world
 
 APP = "bisman_rollback_application"
@@ -31,17 +32,11 @@ RUN_TIMEOUT_S = 900
 @pytest.fixture(scope="module")
 def af(sandbox, airflow):
     """Airflow (its sandbox settings come from the launcher), no run of an earlier session in the way."""
-    client = airflow
-    ddb = aws.client(sandbox, "dynamodb")
     for dag_id in (APP, DB, INFRA):
-        client.wait_for_dag(dag_id)
-        client.unpause(dag_id)
-        # A run left waiting by an earlier session (same AIRFLOW_HOME) would queue every new one.
-        for state in ("running", "queued"):
-            for old in client._call("GET", f"/dags/{dag_id}/dagRuns?state={state}")["dag_runs"]:
-                client._call("PATCH", f"/dags/{dag_id}/dagRuns/{old['dag_run_id']}", json={"state": "failed"})
-                change_lock.release(ddb, N.lock_table, "staging", f"{dag_id}/{old['dag_run_id']}")
-    return client
+        airflow.wait_for_dag(dag_id)
+        airflow.unpause(dag_id)
+        fail_left_over_runs(airflow, sandbox, dag_id)
+    return airflow
 
 
 @pytest.fixture(scope="module")

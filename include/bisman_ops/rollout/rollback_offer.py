@@ -102,7 +102,8 @@ class RollbackTriggered(TriggerDagRunOperator):
 
     def __init__(self, *, offer: Any, form: str, **kwargs: Any) -> None:
         kwargs.setdefault("fail_when_dag_is_paused", True)
-        super().__init__(openlineage_inject_parent_info=False, **kwargs)
+        kwargs.setdefault("openlineage_inject_parent_info", False)  # the rollback's form as prepared
+        super().__init__(**kwargs)
         self.offer, self.form = offer, form
 
     def execute(self, context):
