@@ -9,7 +9,8 @@ then times each job through its own code path against:
 Each job runs in a fresh child process, so its peak RSS is its own.
 
 Targets (issues 4 and 11): aggregation (the daily run with its 35-day late-usage lookback, against
-one day's bare SQL) and quota alerts within 1.5x of the bare-SQL bound; trial expiry within 1.5x of
+one day's bare SQL) and quota alerts within 1.5x of the bare-SQL bound (the alerts' claims and
+events written by one statement); trial expiry within 1.5x of
 its bound (the same database change by one statement plus the job's Stripe calls issued
 concurrently at the emulator's latency, measured in the same run); peak RSS of a job's process
 under 300 MB; trial expiry of 10,000 expiring tenants, mail excluded
@@ -122,14 +123,19 @@ ON CONFLICT (tenant_id, metric, period, period_start) DO UPDATE SET quantity = E
 
 
 def bare_quota_sql() -> str:
-    """The same alerts in one statement over all tenants: no pages, no per-alert work."""
+    """The same database change in one statement over all tenants: every due alert's claim and its
+    event, written from one pass of the candidates query (no pages, no per-alert work). The claim is
+    part of the change: the job must hold one while mailing (claim / send / record, issue 11)."""
     from bisman_ops.recurring import db
 
     return (
+        "WITH c AS MATERIALIZED (" + db.sql("quota_alert_candidates") + "), "
+        "claimed AS (INSERT INTO bisman_ops_claims (dedup_key, type, tenant_id, claimed_by, claimed_at, "
+        "expires_at) SELECT c.dedup_key, 'quota.alert', c.tenant_id, 'bench', now(), "
+        "now() + interval '30 minutes' FROM c ON CONFLICT (dedup_key) DO NOTHING) "
         "INSERT INTO events (tenant_id, type, payload, occurred_at, dedup_key) "
-        "SELECT c.tenant_id, 'quota.alert', c.payload_json::jsonb, now(), c.dedup_key FROM ("
-        + db.sql("quota_alert_candidates")
-        + ") c ON CONFLICT (dedup_key) DO NOTHING"
+        "SELECT c.tenant_id, 'quota.alert', c.payload_json::jsonb, now(), c.dedup_key FROM c "
+        "ON CONFLICT (dedup_key) DO NOTHING"
     )
 
 
