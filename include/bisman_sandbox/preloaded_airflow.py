@@ -28,7 +28,26 @@ PRELOAD = (
     "bisman_ops.change.step",
     "bisman_ops.change_lock",
     "bisman_ops.change.notify",
+    # What the DAG files import: every task process parses its DAG file again.
+    "bisman_ops.change.approval",
+    "bisman_ops.change.lock",
+    "bisman_ops.change.report",
+    "bisman_ops.dag_defaults",
+    "bisman_ops.params",
+    "bisman_ops.recurring.dag_parts",
+    "bisman_ops.rollback.application_steps",
+    "bisman_ops.rollback.database_steps",
+    "bisman_ops.rollback.steps",
     "bisman_ops.rollout.preflight",
+    "bisman_ops.rollout.core_infrastructure",
+    "bisman_ops.rollout.read_replica",
+    "bisman_ops.rollout.usage_metering",
+    "bisman_ops.rollout.billing",
+    "bisman_ops.rollout.scheduled_jobs",
+    "bisman_ops.rollout.monitoring",
+    "bisman_ops.rollout.chaos",
+    "bisman_ops.rollout.post_deploy",
+    "bisman_ops.rollout.rollback_offer",
 )
 
 

@@ -93,3 +93,16 @@ def test_every_form_field_has_a_title_a_description_and_a_section_in_phase_order
     # A section keeps its validation: the schema moved, not only the heading.
     assert fields["domain_name"]["schema"]["pattern"]
     assert fields["load_test_users"]["schema"]["maximum"] == 5000
+
+
+def test_each_task_gets_its_own_copy_of_the_form_values_sharing_the_schemas(dag):
+    """Airflow deep-copies the DAG's params into every task it builds; the rollout's form shares its
+    schemas with the copies (they made most of a task process's parse time), not its values."""
+    first, second = (dag.task_dict[t].params for t in ("preflight.rollout_params_valid",
+                                                        "post_deploy.post_deploy_gate"))
+    a, b = first.get_param("domain_name"), second.get_param("domain_name")
+    assert a is not b and a.schema is b.schema
+    assert a.resolve("api.prod.bisman.test") == "api.prod.bisman.test"
+    assert b.value == dag.params.get_param("domain_name").value != "api.prod.bisman.test"
+    with pytest.raises(Exception, match="does not match"):
+        b.resolve("not a domain!")
