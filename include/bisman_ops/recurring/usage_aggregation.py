@@ -70,10 +70,17 @@ def aggregate_day(conn: psycopg.Connection, day: date, *,
         months = sorted({d.replace(day=1) for d in days})
         for month_start in months:  # ascending: two runs lock in the same order
             cur.execute(db.sql("aggregation_lock"), {"month_start": month_start})
-        cur.execute(db.sql("aggregate_day_rows"), {"days": days})
+        # The run's own day is read whole (a re-run or backfill recomputes it); a late day only
+        # from the rows updated since its last aggregation.
+        since = [None if r["day"] == day else r["recorded_updated_at"] for r in found]
+        cur.execute(db.sql("aggregate_day_rows"), {"days": days, "since": since})
         day_changed = cur.rowcount
-        cur.execute(db.sql("delete_stale_day_rows"), {"days": days})
-        day_deleted = cur.rowcount
+        # A day never aggregated has no day rows to be stale.
+        recorded = [r["day"] for r in found if r["recorded"]]
+        day_deleted = 0
+        if recorded:
+            cur.execute(db.sql("delete_stale_day_rows"), {"days": recorded})
+            day_deleted = cur.rowcount
         cur.execute(db.sql("record_usage_days"), {
             "days": days, "source_updated_at": [r["source_updated_at"] for r in found]})
         per_month = {}
