@@ -5,6 +5,7 @@ with a click and its grid watched, so one approved rollout serves both tiers."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -49,6 +50,22 @@ class Operator:
         dialog = self.page.get_by_role("dialog").filter(has_text=f"Trigger Dag - {dag_id}")
         dialog.wait_for()
         return dialog
+
+    def trigger_with_configuration(self, dag_id: str, conf: dict, run_id: str) -> None:
+        """Trigger from the DAG's form as an operator pasting a prepared configuration: *Advanced
+        Options*, the run's id, the configuration JSON in its editor, then *Trigger*."""
+        dialog = self.trigger_dialog(dag_id)
+        dialog.get_by_role("button", name="Advanced Options").click()
+        field(dialog, "Run ID").get_by_role("textbox").fill(run_id)
+        editor = field(dialog, "Configuration JSON").get_by_role("textbox")
+        editor.click()
+        self.page.keyboard.press("ControlOrMeta+A")
+        # Pasted, not typed: the editor would close every bracket and quote a second time.
+        self.page.keyboard.insert_text(json.dumps(conf, indent=2))
+        field(dialog, "Run ID").get_by_role("textbox").click()  # the editor's blur updates the form
+        self.shot("trigger-form-configuration")
+        dialog.get_by_role("button", name="Trigger", exact=True).click()
+        dialog.wait_for(state="hidden")
 
     def close(self) -> None:
         self.context.close()

@@ -3,8 +3,6 @@ Airflow UI and REST API refuse a bad value before a run is even created."""
 
 from __future__ import annotations
 
-import copy
-
 from airflow.sdk import Param
 
 from bisman_ops.naming import ENVIRONMENTS
@@ -43,21 +41,20 @@ def wait_seconds(default: int, title: str, description: str) -> Param:
     return Param(default, type="integer", minimum=10, title=title, description=description)
 
 
-class FormParam(Param):
-    """A Param whose copies share its schema. Airflow deep-copies the DAG's params for every task it
-    builds (four times per task); with the rollout's form, schemas included, that was most of the
-    0.8 s each of its task processes spent parsing the DAG file. A schema is never changed once the
-    DAG is defined; the value, which a run resolves, is still copied."""
+class SharedSchema(dict):
+    """A Param's schema, shared by the deep copies Airflow makes of the DAG's params for every task it
+    builds (four per task): with the rollout's form, copying the schemas was most of the 0.8 s each
+    task process spent parsing the DAG file. A schema is never changed once the DAG is defined; the
+    value, which a run resolves, is still copied. (A Param subclass would not do: Airflow serializes
+    only the Param class itself.)"""
 
-    def __deepcopy__(self, memo: dict | None) -> FormParam:
-        param = FormParam.__new__(FormParam)  # not through __init__: the value was checked when defined
-        param.__dict__.update(self.__dict__, value=copy.deepcopy(self.value, memo))
-        return param
+    def __deepcopy__(self, memo: dict | None) -> SharedSchema:
+        return self
 
 
 def section(name: str, params: dict[str, Param]) -> dict[str, Param]:
     """The same params under one heading of the trigger form (the UI groups by ``section``)."""
-    return {key: FormParam(p.value, p.description, schema={**p.schema, "section": name})
+    return {key: Param(p.value, p.description, schema=SharedSchema(p.schema, section=name))
             for key, p in params.items()}
 
 

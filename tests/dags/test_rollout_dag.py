@@ -106,3 +106,13 @@ def test_each_task_gets_its_own_copy_of_the_form_values_sharing_the_schemas(dag)
     assert b.value == dag.params.get_param("domain_name").value != "api.prod.bisman.test"
     with pytest.raises(Exception, match="does not match"):
         b.resolve("not a domain!")
+
+
+def test_the_dag_serializes_with_its_form_as_the_dag_processor_stores_it(dag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    domain = restored.params.get_param("domain_name").schema
+    assert domain["section"] == "Target"
+    assert domain["pattern"] == dag.params.get_param("domain_name").schema["pattern"]
+    assert restored.params.get_param("load_test_users").schema["maximum"] == 5000

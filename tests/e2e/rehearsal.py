@@ -3,8 +3,9 @@ whole DAG runs under the session's Airflow (the `sandbox` and `airflow` fixtures
 answered through the REST API as the UI does.
 
 The approved rehearsal is the expensive part (every phase, about nine minutes), so one run serves
-every test that reads what a good rollout did, the browser tier's included: its plan is approved with
-a click on *Required actions* and its grid watched phase by phase in Chromium, as an operator does.
+every test that reads what a good rollout did, the browser tier's included: it is triggered from the
+DAG's form, its plan approved with a click on *Required actions* and its grid watched phase by phase
+in Chromium, as an operator does.
 Each failure path gets a run of its own."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -59,11 +61,16 @@ def rehearsal(rollout, sandbox, browser) -> Rehearsal:
     approved and watched in the browser."""
     sinks.clear(sandbox)
     conf = rr.form(sandbox)
-    run_id = rollout.trigger(rr.DAG_ID, conf)
     for old in ui.SCREENSHOTS.glob("rehearsal-*.png"):  # an earlier session's
         old.unlink()
     operator = ui.log_in(browser, "rehearsal")
     try:
+        # Triggered from the DAG's form with the sandbox's configuration pasted in, as the README
+        # tells an operator to rehearse; the run is found by the id given in the form.
+        run_id = f"rehearsal__{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        operator.trigger_with_configuration(rr.DAG_ID, conf, run_id)
+        triggered = rollout.run(rr.DAG_ID, run_id)
+        assert triggered["conf"] == conf, triggered["conf"]
         approval = ui.approve_with_a_click(operator, rollout, rr.DAG_ID, run_id, rr.APPROVE,
                                            re.compile(r"Apply the Terraform plan to staging\?"))
 
