@@ -51,20 +51,24 @@ class Operator:
         dialog.wait_for()
         return dialog
 
-    def trigger_with_configuration(self, dag_id: str, conf: dict, run_id: str) -> None:
-        """Trigger from the DAG's form as an operator pasting a prepared configuration: *Advanced
-        Options*, the run's id, the configuration JSON in its editor, then *Trigger*."""
-        dialog = self.trigger_dialog(dag_id)
+    def paste_configuration(self, dialog, conf: dict, run_id: str | None = None) -> None:
+        """In the trigger form's *Advanced Options*: the run's id, and the configuration JSON pasted
+        as an operator pastes a prepared file (typed, the editor would close brackets and indent
+        lines a second time; its input element is focusable but not visible)."""
         dialog.get_by_role("button", name="Advanced Options").click()
-        field(dialog, "Run ID").get_by_role("textbox").fill(run_id)
-        # Pasted, as an operator pastes a prepared file: typed, the editor would close brackets and
-        # indent lines a second time. Its input element is focusable but not visible.
+        if run_id:
+            field(dialog, "Run ID").get_by_role("textbox").fill(run_id)
         self.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=self.url)
         self.page.evaluate("text => navigator.clipboard.writeText(text)", json.dumps(conf, indent=2))
         field(dialog, "Configuration JSON").get_by_role("textbox").focus()
         self.page.keyboard.press("ControlOrMeta+A")
         self.page.keyboard.press("ControlOrMeta+V")
         field(dialog, "Run ID").get_by_role("textbox").click()  # the editor's blur updates the form
+
+    def trigger_with_configuration(self, dag_id: str, conf: dict, run_id: str) -> None:
+        """Trigger from the DAG's form with a prepared configuration and run id."""
+        dialog = self.trigger_dialog(dag_id)
+        self.paste_configuration(dialog, conf, run_id)
         self.shot("trigger-form-configuration")
         dialog.get_by_role("button", name="Trigger", exact=True).click()
         dialog.wait_for(state="hidden")

@@ -59,6 +59,18 @@ def test_a_malformed_domain_in_the_rollout_form_is_refused_and_creates_no_run(op
     assert airflow._call("GET", "/dags/bisman_rollout/dagRuns?limit=1")["total_entries"] == before
 
 
+def test_an_unknown_environment_pasted_into_the_rollout_form_is_refused_and_creates_no_run(operator, airflow):
+    before = airflow._call("GET", "/dags/bisman_rollout/dagRuns?limit=1")["total_entries"]
+    dialog = operator.trigger_dialog("bisman_rollout")
+    operator.paste_configuration(dialog, {"environment": "qa"})
+    operator.shot("rollout-form-unknown-environment")
+    dialog.get_by_role("button", name="Trigger", exact=True).click()
+    dialog.get_by_text(re.compile(r"'qa' is not one of")).first.wait_for()
+    operator.shot("rollout-form-unknown-environment-refused")
+    assert dialog.is_visible()
+    assert airflow._call("GET", "/dags/bisman_rollout/dagRuns?limit=1")["total_entries"] == before
+
+
 def _latest_run(airflow, dag_id: str) -> dict | None:
     runs = airflow._call("GET", f"/dags/{dag_id}/dagRuns?order_by=-run_after&limit=1")["dag_runs"]
     return runs[0] if runs else None
