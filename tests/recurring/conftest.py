@@ -158,16 +158,19 @@ class StripeFaults:
                 pass
 
             def _handle(self):
+                # In flight until the answer is ready, not until it is written: the caller may send
+                # its next request as soon as it reads this one's answer, before this thread is done.
                 with faults._lock:
                     faults.in_flight += 1
                     faults.max_in_flight = max(faults.max_in_flight, faults.in_flight)
                 try:
-                    self._forward()
+                    status, content = self._answer()
                 finally:
                     with faults._lock:
                         faults.in_flight -= 1
+                self._reply(status, content)
 
-            def _forward(self):
+            def _answer(self) -> tuple[int, bytes]:
                 faults.seen.append(f"{self.command} {self.path}")
                 if self.command != "GET":
                     faults.idempotency_keys.append(self.headers.get("Idempotency-Key") or "")
@@ -175,14 +178,13 @@ class StripeFaults:
                     threading.Event().wait(faults.delay_s)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.command in faults.failing or "*" in faults.failing:
-                    payload = json.dumps({"error": {"type": "api_error", "message": "injected outage"}})
-                    self._reply(500, payload.encode())
-                    return
+                    outage = {"error": {"type": "api_error", "message": "injected outage"}}
+                    return 500, json.dumps(outage).encode()
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "content-length")}
                 resp = requests.request(self.command, faults.upstream + self.path, data=body, headers=headers,
                                         timeout=10)
-                self._reply(resp.status_code, resp.content)
+                return resp.status_code, resp.content
 
             def _reply(self, status: int, content: bytes):
                 self.send_response(status)
