@@ -43,8 +43,8 @@ def wait_seconds(default: int, title: str, description: str) -> Param:
 
 class SharedSchema(dict):
     """A Param's schema, shared by the deep copies Airflow makes of the DAG's params for every task it
-    builds (four per task): with the rollout's form, copying the schemas was most of the 0.8 s each
-    task process spent parsing the DAG file. A schema is never changed once the DAG is defined; the
+    builds (four per task): with the rollout's form, copying the schemas made the DAG file's parse
+    about 0.1 s slower in every task process. A schema is never changed once the DAG is defined; the
     value, which a run resolves, is still copied. (A Param subclass would not do: Airflow serializes
     only the Param class itself.)"""
 

@@ -65,8 +65,8 @@ def rehearsal(rollout, sandbox, browser) -> Rehearsal:
         old.unlink()
     operator = ui.log_in(browser, "rehearsal")
     try:
-        # Triggered from the DAG's form with the sandbox's configuration pasted in, as the README
-        # tells an operator to rehearse; the run is found by the id given in the form.
+        # Triggered from the DAG's form with the sandbox's configuration pasted in, as an operator
+        # would from the UI (scripts/run.sh triggers through the REST API); found by the form's run id.
         run_id = f"rehearsal__{datetime.now(UTC):%Y%m%dT%H%M%S}"
         operator.trigger_with_configuration(rr.DAG_ID, conf, run_id)
         triggered = rollout.run(rr.DAG_ID, run_id)
