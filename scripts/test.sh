@@ -1,30 +1,79 @@
 #!/usr/bin/env bash
-# The whole test suite from nothing: set up, start the sandbox (its own state folder and ports, so a
-# running rehearsal is left alone), lint, run pytest, stop everything it started. Exits non-zero on
-# any failure. Extra arguments go to pytest: `bash scripts/test.sh -m "not e2e"` is the fast tier.
+# The whole test suite from nothing: set up, lint, then the two tiers side by side, each on a sandbox
+# of its own (state folder, ports, Airflow home), so the services the fast tier breaks on purpose
+# (a Redis failover, a stopped database) never touch the DAG runs, and a running rehearsal is left
+# alone by both:
+#   - the e2e and browser tiers (`-m e2e`): whole DAG runs on a running Airflow, output streamed;
+#   - the fast tier (`-m "not e2e"`): logic, clients and services, its output printed when both end.
+# Exits non-zero when either tier fails; stops everything it started.
+# With arguments, one pytest with them on one sandbox: `bash scripts/test.sh -m "not e2e"` is the
+# fast tier alone, `bash scripts/test.sh tests/rollout -k chaos` a selection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
-export AIRFLOW_HOME="$BISMAN_ROOT/.airflow/test"
-export BISMAN_SANDBOX_DIR="$(sandbox_dir "$BISMAN_ROOT/.sandbox/test")"
-export BISMAN_SANDBOX_PORT_OFFSET="${BISMAN_SANDBOX_PORT_OFFSET:-2000}"
-export BISMAN_AIRFLOW_PORT="${BISMAN_AIRFLOW_PORT:-18080}"
 # The e2e and browser tiers run on Airflow's distributed executor, as docker-compose deploys it: two
 # Celery workers on a Redis broker of their own (LocalExecutor: set BISMAN_AIRFLOW_EXECUTOR).
 export BISMAN_AIRFLOW_EXECUTOR="${BISMAN_AIRFLOW_EXECUTOR:-CeleryExecutor}"
+LOGS="$BISMAN_ROOT/.test-logs"
+mkdir -p "$LOGS"
 
-cleanup() {
-  python -m bisman_sandbox.airflow_local down >/dev/null 2>&1 || true
-  python -m bisman_sandbox down || true
+# tier <name> <sandbox port offset> <Airflow port> <pytest arguments...>: in a subshell, so each
+# tier's environment is its own; the sandbox and the Airflow metadata database it starts are
+# stopped when it ends, whatever happens.
+tier() {
+  local name="$1" offset="$2" port="$3"
+  shift 3
+  (
+    export AIRFLOW_HOME="$BISMAN_ROOT/.airflow/$name"
+    export BISMAN_SANDBOX_DIR="$(sandbox_dir "$BISMAN_ROOT/.sandbox/$name")"
+    export BISMAN_SANDBOX_PORT_OFFSET="$offset"
+    export BISMAN_AIRFLOW_PORT="$port"
+    export BISMAN_TERRAFORM_WORK_DIR="$BISMAN_SANDBOX_DIR/terraform-work"
+    trap 'python -m bisman_sandbox.airflow_local down >/dev/null 2>&1 || true; python -m bisman_sandbox down || true' EXIT
+    echo "==> [$name] sandbox up (port offset $offset)"
+    python -m bisman_sandbox up
+    echo "==> [$name] Airflow metadata database (PostgreSQL)"
+    python -m bisman_sandbox.airflow_local db
+    echo "==> [$name] pytest $*"
+    python -m pytest "$@"
+  )
 }
-trap cleanup EXIT
 
 echo "==> ruff"
 ruff check dags include plugins tests bench
-echo "==> sandbox up"
-python -m bisman_sandbox up
-echo "==> Airflow metadata database (PostgreSQL)"
-python -m bisman_sandbox.airflow_local db
-echo "==> pytest"
-python -m pytest "$@"
+
+# Ports: the rehearsal of scripts/run.sh uses offset 0 and 8080; these are clear of it and of each
+# other (the launcher's own test takes offset 1500, the local Airflow's test port+100).
+if [ "$#" -gt 0 ]; then
+  exec_rc=0
+  tier test "${BISMAN_SANDBOX_PORT_OFFSET:-2000}" "${BISMAN_AIRFLOW_PORT:-18080}" "$@" || exec_rc=$?
+  exit "$exec_rc"
+fi
+
+fast_pid=""
+stop_fast() {
+  if [ -n "$fast_pid" ] && kill -0 "$fast_pid" 2>/dev/null; then
+    pkill -TERM -P "$fast_pid" 2>/dev/null || true  # its pytest; the tier's own trap then stops its sandbox
+    wait "$fast_pid" 2>/dev/null || true
+  fi
+}
+trap stop_fast EXIT INT TERM
+
+echo "==> fast tier in the background (its output: $LOGS/fast.log, printed at the end)"
+tier test-fast 4000 19080 -m "not e2e" >"$LOGS/fast.log" 2>&1 &
+fast_pid=$!
+
+e2e_rc=0
+tier test 2000 18080 -m e2e || e2e_rc=$?
+fast_rc=0
+wait "$fast_pid" || fast_rc=$?
+fast_pid=""
+
+echo
+echo "==================================== fast tier ===================================="
+cat "$LOGS/fast.log"
+echo
+echo "==> e2e and browser tiers: $([ "$e2e_rc" -eq 0 ] && echo passed || echo "FAILED (exit $e2e_rc)")"
+echo "==> fast tier: $([ "$fast_rc" -eq 0 ] && echo passed || echo "FAILED (exit $fast_rc)")"
+[ "$e2e_rc" -eq 0 ] && [ "$fast_rc" -eq 0 ]
