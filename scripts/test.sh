@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite from nothing: set up, lint, then the two tiers side by side, each on a sandbox
-# of its own (state folder, ports, Airflow home), so the services the fast tier breaks on purpose
-# (a Redis failover, a stopped database) never touch the DAG runs, and a running rehearsal is left
-# alone by both:
-#   - the e2e and browser tiers (`-m e2e`): whole DAG runs on a running Airflow, output streamed;
-#   - the fast tier (`-m "not e2e"`): logic, clients and services, at a lower CPU priority, its output
-#     printed when both end.
-# Exits non-zero when either tier fails; stops everything it started.
+# The whole test suite from nothing: set up, lint, then two pytest sessions side by side, each on a
+# sandbox of its own (state folder, ports, Airflow home and Airflow), so the services the fast tests
+# break on purpose (a Redis failover, a stopped replica) never touch a DAG run of the other, and a
+# running rehearsal (scripts/run.sh) is left alone by both:
+#   - "rollout", output streamed: the rollout's runs (the approved rehearsal, its failure paths), the
+#     Airflow components and the Celery workers, then the browser walkthrough;
+#   - "other", its output printed when both end: the fast tier (logic, clients, services, DAG shape),
+#     then the recurring jobs' and the rollbacks' runs.
+# Their lengths are about even; on 2 cores they share the CPU. Exits non-zero when either fails; stops
+# everything it started.
 # With arguments, one pytest with them on one sandbox: `bash scripts/test.sh -m "not e2e"` is the
 # fast tier alone, `bash scripts/test.sh tests/rollout -k chaos` a selection.
 set -euo pipefail
@@ -61,8 +63,11 @@ if [ "$#" -gt 0 ]; then
   exit "$exec_rc"
 fi
 
-FAST_OFFSET=4000 FAST_AIRFLOW_PORT=19080
-fast_pid=""
+OTHER_OFFSET=4000 OTHER_AIRFLOW_PORT=19080
+ROLLOUT=(tests/e2e/test_airflow_components.py tests/e2e/test_celery.py tests/e2e/test_rollout*.py tests/ui)
+OTHER=(--ignore=tests/e2e/test_airflow_components.py --ignore=tests/e2e/test_celery.py
+       --ignore-glob="tests/e2e/test_rollout*.py" --ignore=tests/ui)
+other_pid=""
 descendants() {
   local child
   for child in $(pgrep -P "$1"); do
@@ -70,31 +75,30 @@ descendants() {
     descendants "$child"
   done
 }
-stop_fast() {  # interrupted: the fast tier's pytest stopped, then its sandbox
-  if [ -n "$fast_pid" ] && kill -0 "$fast_pid" 2>/dev/null; then
-    kill -TERM $(descendants "$fast_pid") 2>/dev/null || true
-    wait "$fast_pid" 2>/dev/null || true
-    (tier_env test-fast "$FAST_OFFSET" "$FAST_AIRFLOW_PORT" && tier_down)
+stop_other() {  # interrupted: the other session's pytest stopped, then its Airflow and sandbox
+  if [ -n "$other_pid" ] && kill -0 "$other_pid" 2>/dev/null; then
+    kill -TERM $(descendants "$other_pid") 2>/dev/null || true
+    wait "$other_pid" 2>/dev/null || true
+    (tier_env test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" && tier_down)
   fi
 }
-trap stop_fast EXIT INT TERM
+trap stop_other EXIT INT TERM
 
-echo "==> fast tier in the background (its output: $LOGS/fast.log, printed at the end)"
-# At a lower CPU priority, with its sandbox: the DAG runs keep the two cores they are timed on, and
-# the fast tier, much the shorter, takes what they leave.
-(renice -n 10 -p "$BASHPID" >/dev/null && tier test-fast "$FAST_OFFSET" "$FAST_AIRFLOW_PORT" -m "not e2e") >"$LOGS/fast.log" 2>&1 &
-fast_pid=$!
+echo "==> \"other\" session in the background (its output: $LOGS/other.log, printed at the end)"
+tier test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" "${OTHER[@]}" >"$LOGS/other.log" 2>&1 &
+other_pid=$!
 
-e2e_rc=0
-tier test 2000 18080 -m e2e || e2e_rc=$?
-fast_rc=0
-wait "$fast_pid" || fast_rc=$?
-fast_pid=""
+rollout_rc=0
+tier test 2000 18080 "${ROLLOUT[@]}" || rollout_rc=$?
+other_rc=0
+wait "$other_pid" || other_rc=$?
+other_pid=""
 
+verdict() { [ "$1" -eq 0 ] && echo passed || echo "FAILED (exit $1)"; }
 echo
-echo "==================================== fast tier ===================================="
-cat "$LOGS/fast.log"
+echo "================================== \"other\" session =================================="
+cat "$LOGS/other.log"
 echo
-echo "==> e2e and browser tiers: $([ "$e2e_rc" -eq 0 ] && echo passed || echo "FAILED (exit $e2e_rc)")"
-echo "==> fast tier: $([ "$fast_rc" -eq 0 ] && echo passed || echo "FAILED (exit $fast_rc)")"
-[ "$e2e_rc" -eq 0 ] && [ "$fast_rc" -eq 0 ]
+echo "==> \"rollout\" session (rollout runs, Airflow components, Celery, browser): $(verdict "$rollout_rc")"
+echo "==> \"other\" session (fast tier, recurring and rollback runs): $(verdict "$other_rc")"
+[ "$rollout_rc" -eq 0 ] && [ "$other_rc" -eq 0 ]
