@@ -3,10 +3,10 @@
 # sandbox of its own (state folder, ports, Airflow home and Airflow), so the services the fast tests
 # break on purpose (a Redis failover, a stopped replica) never touch a DAG run of the other, and a
 # running rehearsal (scripts/run.sh) is left alone by both:
-#   - "rollout", output streamed: the rollout's runs (the approved rehearsal, its failure paths), the
-#     Airflow components and the Celery workers, then the browser walkthrough;
+#   - "rollout", output streamed: the Airflow components, the rollout's runs (the approved rehearsal,
+#     its failure paths), then the browser walkthrough;
 #   - "other", its output printed when both end: the fast tier (logic, clients, services, DAG shape),
-#     then the recurring jobs' and the rollbacks' runs.
+#     then the Celery workers' test and the recurring jobs' and the rollbacks' runs.
 # Their lengths are about even; on 2 cores they share the CPU. Exits non-zero when either fails; stops
 # everything it started.
 # With arguments, one pytest with them on one sandbox: `bash scripts/test.sh -m "not e2e"` is the
@@ -64,9 +64,9 @@ if [ "$#" -gt 0 ]; then
 fi
 
 OTHER_OFFSET=4000 OTHER_AIRFLOW_PORT=19080
-ROLLOUT=(tests/e2e/test_airflow_components.py tests/e2e/test_celery.py tests/e2e/test_rollout*.py tests/ui)
-OTHER=(--ignore=tests/e2e/test_airflow_components.py --ignore=tests/e2e/test_celery.py
-       --ignore-glob="tests/e2e/test_rollout*.py" --ignore=tests/ui)
+# The split is by measured length (the rollout session is the longer: the Celery test went to the other).
+ROLLOUT=(tests/e2e/test_airflow_components.py tests/e2e/test_rollout*.py tests/ui)
+OTHER=(--ignore=tests/e2e/test_airflow_components.py --ignore-glob="tests/e2e/test_rollout*.py" --ignore=tests/ui)
 other_pid=""
 descendants() {
   local child
@@ -99,6 +99,6 @@ echo
 echo "================================== \"other\" session =================================="
 cat "$LOGS/other.log"
 echo
-echo "==> \"rollout\" session (rollout runs, Airflow components, Celery, browser): $(verdict "$rollout_rc")"
-echo "==> \"other\" session (fast tier, recurring and rollback runs): $(verdict "$other_rc")"
+echo "==> \"rollout\" session (Airflow components, rollout runs, browser): $(verdict "$rollout_rc")"
+echo "==> \"other\" session (fast tier, Celery, recurring and rollback runs): $(verdict "$other_rc")"
 [ "$rollout_rc" -eq 0 ] && [ "$other_rc" -eq 0 ]
