@@ -21,7 +21,7 @@ export BISMAN_AIRFLOW_EXECUTOR="${BISMAN_AIRFLOW_EXECUTOR:-CeleryExecutor}"
 LOGS="$BISMAN_ROOT/.test-logs"
 mkdir -p "$LOGS"
 
-# tier_env <name> <sandbox port offset> <Airflow port>: one session's state folder, ports, Airflow home.
+# tier_env <name> <sandbox port offset> <Airflow port>: one tier's state folder, ports and Airflow home.
 tier_env() {
   export AIRFLOW_HOME="$BISMAN_ROOT/.airflow/$1"
   export BISMAN_SANDBOX_DIR="$(sandbox_dir "$BISMAN_ROOT/.sandbox/$1")"
@@ -35,8 +35,8 @@ tier_down() {
   python -m bisman_sandbox down || true
 }
 
-# tier <name> <offset> <Airflow port> <pytest arguments...>: in a subshell, so each session's
-# environment is its own; the sandbox and the Airflow it starts are stopped when it ends, whatever happens.
+# tier <name> <offset> <Airflow port> <pytest arguments...>: in a subshell, so each tier's environment
+# is its own; the sandbox and the Airflow it starts are stopped when it ends, whatever happens.
 tier() {
   local name="$1" offset="$2" port="$3"
   shift 3
@@ -67,7 +67,7 @@ OTHER_OFFSET=4000 OTHER_AIRFLOW_PORT=19080
 # The split is by measured length (the rollout session is the longer: the Celery test went to the other).
 ROLLOUT=(tests/e2e/test_airflow_components.py tests/e2e/test_rollout*.py tests/ui)
 OTHER=(--ignore=tests/e2e/test_airflow_components.py --ignore-glob="tests/e2e/test_rollout*.py" --ignore=tests/ui)
-rollout_pid="" other_pid=""
+other_pid=""
 descendants() {
   local child
   for child in $(pgrep -P "$1"); do
@@ -75,33 +75,24 @@ descendants() {
     descendants "$child"
   done
 }
-# Interrupted (Ctrl-C, CI's timeout): both pytests stopped, then each session's Airflow and sandbox.
-# Both sessions run in the background so that this trap runs at once: bash defers a trap until a
-# foreground child ends, and a pytest waiting inside a fixture may not end on SIGINT.
-stop_sessions() {
-  local pid
-  trap - EXIT INT TERM
-  for pid in $rollout_pid $other_pid; do
-    kill -TERM $(descendants "$pid") 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  (tier_env test 2000 18080 && tier_down)
-  (tier_env test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" && tier_down)
-  exit 130
+stop_other() {  # interrupted: the other session's pytest stopped, then its Airflow and sandbox
+  if [ -n "$other_pid" ] && kill -0 "$other_pid" 2>/dev/null; then
+    kill -TERM $(descendants "$other_pid") 2>/dev/null || true
+    wait "$other_pid" 2>/dev/null || true
+    (tier_env test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" && tier_down)
+  fi
 }
-trap stop_sessions INT TERM
+trap stop_other EXIT INT TERM
 
 echo "==> \"other\" session in the background (its output: $LOGS/other.log, printed at the end)"
 tier test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" "${OTHER[@]}" >"$LOGS/other.log" 2>&1 &
 other_pid=$!
-tier test 2000 18080 "${ROLLOUT[@]}" &
-rollout_pid=$!
 
 rollout_rc=0
-wait "$rollout_pid" || rollout_rc=$?
+tier test 2000 18080 "${ROLLOUT[@]}" || rollout_rc=$?
 other_rc=0
 wait "$other_pid" || other_rc=$?
-trap - INT TERM
+other_pid=""
 
 verdict() { [ "$1" -eq 0 ] && echo passed || echo "FAILED (exit $1)"; }
 echo
