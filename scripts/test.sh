@@ -67,32 +67,39 @@ OTHER_OFFSET=4000 OTHER_AIRFLOW_PORT=19080
 # The split is by measured length (the rollout session is the longer: the Celery test went to the other).
 ROLLOUT=(tests/e2e/test_airflow_components.py tests/e2e/test_rollout*.py tests/ui)
 OTHER=(--ignore=tests/e2e/test_airflow_components.py --ignore-glob="tests/e2e/test_rollout*.py" --ignore=tests/ui)
-other_pid=""
-descendants() {
-  local child
-  for child in $(pgrep -P "$1"); do
-    echo "$child"
-    descendants "$child"
+
+# Both sessions run as background jobs with job control on, so each is a process group of its own:
+# Ctrl-C reaches this script alone, and `wait` returns at once for the trap to stop each session in
+# order (its pytest and what pytest started, then its Airflow and sandbox, which the launchers start
+# in sessions of their own and stop by PID file). Without it bash defers a trap until a foreground
+# child ends, and a background job ignores SIGINT.
+set -m
+rollout_pid="" other_pid=""
+stop_sessions() {
+  trap - INT TERM
+  echo "==> interrupted: stopping both sessions" >&2
+  local pid
+  for pid in $rollout_pid $other_pid; do
+    kill -TERM -- "-$pid" 2>/dev/null || true
   done
+  wait 2>/dev/null || true
+  (tier_env test 2000 18080 && tier_down)
+  (tier_env test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" && tier_down)
+  exit 130
 }
-stop_other() {  # interrupted: the other session's pytest stopped, then its Airflow and sandbox
-  if [ -n "$other_pid" ] && kill -0 "$other_pid" 2>/dev/null; then
-    kill -TERM $(descendants "$other_pid") 2>/dev/null || true
-    wait "$other_pid" 2>/dev/null || true
-    (tier_env test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" && tier_down)
-  fi
-}
-trap stop_other EXIT INT TERM
+trap stop_sessions INT TERM
 
 echo "==> \"other\" session in the background (its output: $LOGS/other.log, printed at the end)"
 tier test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" "${OTHER[@]}" >"$LOGS/other.log" 2>&1 &
 other_pid=$!
+tier test 2000 18080 "${ROLLOUT[@]}" &
+rollout_pid=$!
 
 rollout_rc=0
-tier test 2000 18080 "${ROLLOUT[@]}" || rollout_rc=$?
+wait "$rollout_pid" || rollout_rc=$?
 other_rc=0
 wait "$other_pid" || other_rc=$?
-other_pid=""
+trap - INT TERM
 
 verdict() { [ "$1" -eq 0 ] && echo passed || echo "FAILED (exit $1)"; }
 echo
