@@ -149,9 +149,6 @@ class AirflowLocal:
             # re-parsing took a fifth of a core from the tasks. A file whose mtime moved is still
             # parsed at the next bundle refresh (the processor's "changed recently").
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
-            # The rollout's tasks run one after the other: an idle scheduler looks for the next one
-            # four times a second, not once (Airflow's default): up to 0.75 s less per task.
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             # The rollout's scheduled_jobs phase reads this Airflow's own REST API through it.
             "AIRFLOW_CONN_AIRFLOW_API": json.dumps({"conn_type": "http", "host": self.url,
