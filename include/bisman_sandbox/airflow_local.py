@@ -149,6 +149,10 @@ class AirflowLocal:
             # re-parsing took a fifth of a core from the tasks. A file whose mtime moved is still
             # parsed at the next bundle refresh (the processor's "changed recently").
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
+            # An idle scheduler looks for the next task twice a second. Airflow's 1 s adds half a
+            # second on average to each of the rollout's mostly serial tasks; 0.25 s cost, with a
+            # rollout run in progress, 12-19 s of the scheduler's CPU a minute (0.5 s: 8, 1 s: 4).
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             # The rollout's scheduled_jobs phase reads this Airflow's own REST API through it.
             "AIRFLOW_CONN_AIRFLOW_API": json.dumps({"conn_type": "http", "host": self.url,

@@ -93,10 +93,11 @@ def _trigger_rollback_from_the_form(operator, airflow, confirm: str, shot: str) 
 
 
 def _watch_run(operator, airflow, run: dict, shot: str) -> str:
-    """The run's page as the operator watches it, until the run has ended."""
-    operator.open(f"/dags/{ROLLBACK}/runs/{run['dag_run_id']}")
+    """The run's page as the operator finds it when the run has ended (not left open meanwhile:
+    see Operator.look_away)."""
+    operator.look_away()
     state = airflow.wait_for_run(ROLLBACK, run["dag_run_id"], timeout=900)
-    operator.page.reload()
+    operator.open(f"/dags/{ROLLBACK}/runs/{run['dag_run_id']}")
     operator.page.get_by_text(re.compile(rf"^{state}$", re.I)).first.wait_for()
     operator.shot(shot)
     return state
