@@ -129,9 +129,10 @@ def approve_with_a_click(operator: Operator, af, dag_id: str, run_id: str, task_
         operator.page.get_by_text(re.compile(r"to add|to change|to destroy|Plan:")).first.wait_for()
         operator.shot("plan-approval")
         operator.page.get_by_role("button", name="Approve", exact=True).click()
-        operator.look_away()
         wait_until(lambda asked=asked: approvals.answer_taken(af, dag_id, run_id, task_id, asked),
                    timeout=300, what="the approval to take the click", interval=1)
+        # Only now: leaving the page at once cancelled the click's request to the API (seen once).
+        operator.look_away()
         if approvals.task_instance(af, dag_id, run_id, task_id)["state"] in ("success", "failed"):
             return details
     raise AssertionError(f"{task_id} asked three times")
