@@ -57,13 +57,14 @@ ruff check dags include plugins tests bench
 
 # Ports: the rehearsal of scripts/run.sh uses offset 0 and 8080; these are clear of it and of each
 # other (the launcher's own test takes offset 1500, the local Airflow's test port+100).
+ROLLOUT_OFFSET=2000 ROLLOUT_AIRFLOW_PORT=18080 OTHER_OFFSET=4000 OTHER_AIRFLOW_PORT=19080
 if [ "$#" -gt 0 ]; then
   exec_rc=0
-  tier test "${BISMAN_SANDBOX_PORT_OFFSET:-2000}" "${BISMAN_AIRFLOW_PORT:-18080}" "$@" || exec_rc=$?
+  tier test "${BISMAN_SANDBOX_PORT_OFFSET:-$ROLLOUT_OFFSET}" "${BISMAN_AIRFLOW_PORT:-$ROLLOUT_AIRFLOW_PORT}" \
+    "$@" || exec_rc=$?
   exit "$exec_rc"
 fi
 
-OTHER_OFFSET=4000 OTHER_AIRFLOW_PORT=19080
 # The split is by measured length (the rollout session is the longer: the Celery test went to the other).
 ROLLOUT=(tests/e2e/test_airflow_components.py tests/e2e/test_rollout*.py tests/ui)
 OTHER=(--ignore=tests/e2e/test_airflow_components.py --ignore-glob="tests/e2e/test_rollout*.py" --ignore=tests/ui)
@@ -72,34 +73,47 @@ OTHER=(--ignore=tests/e2e/test_airflow_components.py --ignore-glob="tests/e2e/te
 # Ctrl-C reaches this script alone, and `wait` returns at once for the trap to stop each session in
 # order (its pytest and what pytest started, then its Airflow and sandbox, which the launchers start
 # in sessions of their own and stop by PID file). Without it bash defers a trap until a foreground
-# child ends, and a background job ignores SIGINT.
+# child ends, and a background job ignores SIGINT. A session still running 30 s after SIGTERM is killed.
 set -m
 rollout_pid="" other_pid=""
-stop_sessions() {
-  trap - INT TERM
-  echo "==> interrupted: stopping both sessions" >&2
+sessions_alive() {
   local pid
   for pid in $rollout_pid $other_pid; do
-    kill -TERM -- "-$pid" 2>/dev/null || true
+    kill -0 -- "-$pid" 2>/dev/null && return 0
+  done
+  return 1
+}
+stop_sessions() {
+  trap - INT TERM HUP
+  echo "==> interrupted: stopping both sessions" >&2
+  local pid signal
+  for signal in TERM KILL; do
+    for pid in $rollout_pid $other_pid; do
+      kill "-$signal" -- "-$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 30); do
+      sessions_alive || break
+      sleep 1
+    done
   done
   wait 2>/dev/null || true
-  (tier_env test 2000 18080 && tier_down)
+  (tier_env test "$ROLLOUT_OFFSET" "$ROLLOUT_AIRFLOW_PORT" && tier_down)
   (tier_env test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" && tier_down)
   exit 130
 }
-trap stop_sessions INT TERM
+trap stop_sessions INT TERM HUP
 
 echo "==> \"other\" session in the background (its output: $LOGS/other.log, printed at the end)"
 tier test-other "$OTHER_OFFSET" "$OTHER_AIRFLOW_PORT" "${OTHER[@]}" >"$LOGS/other.log" 2>&1 &
 other_pid=$!
-tier test 2000 18080 "${ROLLOUT[@]}" &
+tier test "$ROLLOUT_OFFSET" "$ROLLOUT_AIRFLOW_PORT" "${ROLLOUT[@]}" &
 rollout_pid=$!
 
 rollout_rc=0
 wait "$rollout_pid" || rollout_rc=$?
 other_rc=0
 wait "$other_pid" || other_rc=$?
-trap - INT TERM
+trap - INT TERM HUP
 
 verdict() { [ "$1" -eq 0 ] && echo passed || echo "FAILED (exit $1)"; }
 echo

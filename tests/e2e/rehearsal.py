@@ -69,7 +69,6 @@ def rehearsal(rollout, sandbox, browser) -> Rehearsal:
         # would from the UI (scripts/run.sh triggers through the REST API); found by the form's run id.
         run_id = f"rehearsal__{datetime.now(UTC):%Y%m%dT%H%M%S}"
         operator.trigger_with_configuration(rr.DAG_ID, conf, run_id)
-        operator.look_away()
         triggered = rollout.run(rr.DAG_ID, run_id)
         assert {key: triggered["conf"].get(key) for key in conf} == conf, triggered["conf"]
         approval = ui.approve_with_a_click(operator, rollout, rr.DAG_ID, run_id, rr.APPROVE,
