@@ -44,6 +44,7 @@ from bisman_ops import params
 from bisman_ops.change import lock, report
 from bisman_ops.change.approval import ChangeApproval
 from bisman_ops.change.notify import TeamNotifier
+from bisman_ops.change.phase import intent, restore
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollback import RDS_IDENTIFIER_PATTERN, database_steps, steps
 
@@ -135,8 +136,11 @@ with DAG(
         body="{{ ti.xcom_pull(task_ids='validate_request')['approval_text'] }}",
         response_timeout=APPROVAL_TIMEOUT,
     )
+    # The restore's setup is the intent, so a switch that dies between PAUSE and RESUME is resumed.
+    switch_intended = intent("pause PgBouncer's pool, repoint it at the restored instance, resume",
+                             task_id="switch_intended")
     switched = database_steps.switch_traffic(plan, verified, answer.output)
-    resumed = database_steps.pgbouncer_resumed().as_teardown(setups=switched)
+    resumed = restore(database_steps.pgbouncer_resumed(), intent=switch_intended, damage=switched)
     on_restored = database_steps.traffic_on_restored_instance(verified)
     healthy = steps.application_healthy()
 
@@ -159,6 +163,7 @@ with DAG(
         verified,
         switch_requested,
         answer,
+        switch_intended,
         switched,
         on_restored,
         healthy,

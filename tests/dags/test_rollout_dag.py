@@ -116,3 +116,72 @@ def test_the_dag_serializes_with_its_form_as_the_dag_processor_stores_it(dag):
     assert domain["section"] == "Target"
     assert domain["pattern"] == dag.params.get_param("domain_name").schema["pattern"]
     assert restored.params.get_param("load_test_users").schema["maximum"] == 5000
+
+
+PHASES = ("preflight", "core_infrastructure", "read_replica", "usage_metering", "billing", "scheduled_jobs",
+          "monitoring", "chaos", "post_deploy")
+GATES = {p: f"{p}.{p}_gate" for p in PHASES}
+
+
+def restores_and_damages(dag) -> list[tuple[str, list[str]]]:
+    """Each phase's restore with the steps that do its damage: the tasks between its setup (the
+    intent) and it."""
+    t = dag.task_dict
+    found = []
+    for task in dag.tasks:
+        if not task.is_teardown or task.task_id in ("release_change_lock", "write_run_report"):
+            continue
+        setups = [u for u in task.upstream_task_ids if t[u].is_setup]
+        damages = [d for s in setups for d in t[s].downstream_task_ids
+                   if d != task.task_id and d in task.upstream_task_ids]
+        found.append((task.task_id, damages))
+    return found
+
+
+def test_every_restore_runs_when_the_step_that_did_its_damage_failed(dag):
+    """Airflow runs a teardown only if one of its setups succeeded: the setup is the intent, never the
+    damaging step, so a damaging step that failed (or whose worker was killed) after its damage is
+    still undone, and its phase fails."""
+    from tests.rollout.dag_shape import unrun
+
+    pairs = restores_and_damages(dag)
+    assert {d for _, damages in pairs for d in damages} == {
+        "read_replica.replica_taken_down", "usage_metering.test_tenants_created",
+        "scheduled_jobs.smoke_tenants_created", "monitoring.probe_tenant_created",
+        "monitoring.app_errors_started",
+        *(f"chaos.{d}.fault_injected" for d in ("replica_failure", "redis_failover", "app_task_killed"))}
+    for restore, damages in pairs:
+        assert damages, f"{restore} has no damaging step between its intent and it"
+        for damage in damages:
+            states = unrun(dag, failed=(damage,))
+            assert restore not in states, f"{restore} does not run when {damage} fails"
+            assert states[GATES[restore.split(".")[0]]] == "upstream_failed", damage
+            assert dag.task_dict[damage].retries == 0, f"{damage} is retried before its restore runs"
+            for setup in (u for u in dag.task_dict[restore].upstream_task_ids if dag.task_dict[u].is_setup):
+                assert dag.task_dict[setup].task_type == "_PythonDecoratedOperator"
+                assert setup.endswith(("_intended", "_planned")), f"{setup} is not an intent"
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_failed_check_or_restore_of_each_phase_fails_its_gate(dag, phase):
+    """Every task of a phase reaches its gate by a path that does not pass through a restore, and
+    every restore reaches it: a restore that passes cannot hide a failed check, and the next phase
+    starts from an environment put back."""
+    from tests.rollout.dag_shape import unrun
+
+    gate = GATES[phase]
+    for task in dag.tasks:
+        if not task.task_id.startswith(f"{phase}.") or task.task_id == gate:
+            continue
+        states = unrun(dag, failed=(task.task_id,))
+        assert states.get(gate) == "upstream_failed", f"{task.task_id} failing leaves {gate} unfailed"
+        later = PHASES[PHASES.index(phase) + 1:]
+        for other in later:
+            assert states.get(GATES[other]) == "upstream_failed", f"{task.task_id} failing runs {other}"
+
+
+def test_the_dag_body_is_one_call_per_phase(dag):
+    groups = [g for g in dag.task_group.children if g in PHASES]
+    assert groups == list(PHASES)
+    source = DAG_FILE.read_text()
+    assert "TaskGroup" not in source and ".as_teardown(setups=first.lock)" in source

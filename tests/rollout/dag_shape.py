@@ -12,8 +12,9 @@ PROPAGATES_FAILURE = ("all_success", "none_failed", "none_failed_min_one_success
 def unrun(dag, failed: tuple[str, ...] = (), skipped: tuple[str, ...] = ()) -> dict[str, str]:
     """``{task_id: "failed" | "upstream_failed" | "skipped"}``: every task that does not run when
     the tasks ``failed`` fail and the tasks ``skipped`` are skipped (a short-circuit skips its
-    direct downstream tasks). A teardown (``all_done_setup_success``) is skipped when none of its setups
-    ran; any other rule not in ``PROPAGATES_FAILURE`` runs whatever its upstream did."""
+    direct downstream tasks). A teardown (``all_done_setup_success``) whose setups did not succeed
+    does not run: skipped when they were all skipped, upstream_failed otherwise, as Airflow 3.3
+    decides it. Any other rule not in ``PROPAGATES_FAILURE`` runs whatever its upstream did."""
     state = {**{t: "failed" for t in failed}, **{t: "skipped" for t in skipped}}
     for t in in_run_order(list(dag.tasks)):
         if t.task_id in state:
@@ -28,6 +29,7 @@ def unrun(dag, failed: tuple[str, ...] = (), skipped: tuple[str, ...] = ()) -> d
             state[t.task_id] = "skipped"  # every upstream skipped: none succeeded
         elif rule == "all_done_setup_success":
             setups = [u for u in t.upstream_task_ids if dag.task_dict[u].is_setup]
-            if setups and all(u in state for u in setups):
-                state[t.task_id] = "skipped"
+            if setups and all(u in state for u in setups):  # no setup succeeded
+                skipped_all = all(state[u] == "skipped" for u in setups)
+                state[t.task_id] = "skipped" if skipped_all else "upstream_failed"
     return state

@@ -33,11 +33,13 @@ def downstream_of(dag, task_id):
 @pytest.mark.parametrize("drill", DRILLS)
 def test_each_drill_is_a_fault_with_its_restore_as_teardown_and_its_hypothesis_on_both_sides(dag, drill):
     restore = dag.task_dict[t(drill, "fault_restored")]
-    assert restore.is_teardown and dag.task_dict[t(drill, "fault_injected")].is_setup
-    assert {t(drill, "fault_injected"), t(drill, "fault_coped_with")} <= restore.upstream_task_ids
+    assert restore.is_teardown and dag.task_dict[t(drill, "fault_intended")].is_setup
+    assert {t(drill, "fault_intended"), t(drill, "fault_injected"), t(drill, "fault_coped_with")} <= (
+        restore.upstream_task_ids)
     after = dag.task_dict[t(drill, "steady_state_after")]
     assert {t(drill, "fault_coped_with"), t(drill, "fault_restored")} <= after.upstream_task_ids
-    assert t(drill, "steady_state_before") in dag.task_dict[t(drill, "fault_injected")].upstream_task_ids
+    assert t(drill, "fault_intended") in dag.task_dict[t(drill, "fault_injected")].upstream_task_ids
+    assert t(drill, "steady_state_before") in dag.task_dict[t(drill, "fault_intended")].upstream_task_ids
 
 
 @pytest.mark.parametrize("drill", DRILLS)
@@ -49,7 +51,7 @@ def test_a_failed_drill_is_restored_and_stops_the_later_drills_the_gate_and_post
     later = DRILLS[DRILLS.index(drill) + 1:]
     for other in later:
         assert states[t(other, "fault_injected")] == "upstream_failed", other
-        assert states[t(other, "fault_restored")] == "skipped", other  # nothing to restore
+        assert states[t(other, "fault_restored")] == "upstream_failed", other  # no intent: nothing to restore
     assert states[GATE] == "upstream_failed"
     assert states["post_deploy.post_deploy_gate"] == "upstream_failed"
 
@@ -57,7 +59,7 @@ def test_a_failed_drill_is_restored_and_stops_the_later_drills_the_gate_and_post
 def test_a_steady_state_that_never_holds_injects_nothing(dag):
     states = unrun(dag, failed=(t("redis_failover", "steady_state_before"),))
     assert states[t("redis_failover", "fault_injected")] == "upstream_failed"
-    assert states[t("redis_failover", "fault_restored")] == "skipped"
+    assert states[t("redis_failover", "fault_restored")] == "upstream_failed"  # its intent never ran
 
 
 def test_drills_off_skip_every_drill_and_the_gate_still_passes(dag):

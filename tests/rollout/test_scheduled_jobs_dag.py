@@ -95,6 +95,8 @@ def test_no_smoke_tenants_are_created_in_prod(monkeypatch):
 
     monkeypatch.setattr(jobs, "_connect", no_database)
     monkeypatch.setattr(jobs, "create_smoke_tenants", no_database)
-    assert body(jobs.smoke_tenants_created)({"environment": "prod"}) is None
+    planned = body(jobs.smoke_tenants_planned)({"environment": "prod"})
+    assert planned is None
+    assert body(jobs.smoke_tenants_created)(planned) is None
     # ... so the teardown has nothing to remove, and does not open the database either.
     assert body(jobs.smoke_tenants_removed)(None) == {"removed": "no test tenants"}

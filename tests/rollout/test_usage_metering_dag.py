@@ -63,8 +63,8 @@ def test_a_failed_check_leaves_the_gate_and_every_later_phase_unrun(dag, check):
 def test_the_test_tenants_are_removed_by_a_teardown_after_the_checks_that_use_them(dag):
     removed = task(dag, "test_tenants_removed")
     assert removed.is_teardown
-    assert f"{GROUP}.test_tenants_created" in removed.upstream_task_ids
-    assert task(dag, "test_tenants_created").is_setup
+    assert {f"{GROUP}.test_tenants_planned", f"{GROUP}.test_tenants_created"} <= removed.upstream_task_ids
+    assert task(dag, "test_tenants_planned").is_setup and not task(dag, "test_tenants_created").is_setup
     for name in ("load_test_within_thresholds", "metering_exact", "quota_enforced"):
         assert removed.task_id in {t.task_id for t in task(dag, name).get_flat_relatives(upstream=False)}
     # The gate hangs on the checks themselves, so a passing teardown cannot hide a failed check.

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 APPROVE = ApprovalOperator.APPROVE
 REJECT = ApprovalOperator.REJECT
+APPROVAL_TIMEOUT = timedelta(hours=2)  # a change DAG's approvals: shorter than the change lock's 3 h lease
 
 
 class ApprovalNotifier(BaseNotifier):

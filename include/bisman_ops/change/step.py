@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from bisman_ops.change import failpoints
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.change.redact import redact, redact_text
 
@@ -120,6 +121,8 @@ def _run(fn: Callable, lease: bool, changes: bool, args: tuple, kwargs: dict) ->
     try:
         _fence(lease, ctx)
         out = fn(*args, **kwargs)
+        if changes:
+            failpoints.after_change(ti)
     except CheckFailed as exc:
         _fail(ti, exc, started, changes)
     except Exception as exc:  # a changing step that failed may have changed part of what it does

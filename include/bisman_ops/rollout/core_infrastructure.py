@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from bisman_ops.change.errors import CheckFailed, fail_unless
+from bisman_ops.change.phase import Phase, phase
 from bisman_ops.change.report import Section
 from bisman_ops.change.step import Poke, Result, context, step
 from bisman_ops.rollout.settings import RolloutSettings
@@ -462,3 +463,23 @@ def connections_pooled(outputs: dict) -> dict:
 @step
 def core_infrastructure_gate(planned: dict, outputs: dict) -> dict:
     return {"plan_had_changes": planned["has_changes"], "outputs": len(outputs), "passed": True}
+
+
+@phase
+def core_infrastructure(settings: Any) -> Phase:
+    """Terraform plan, a person's approval of exactly that plan, apply; then the outputs checked and
+    the database reached through PgBouncer."""
+    from airflow.sdk import chain
+
+    from bisman_ops.change.approval import APPROVAL_TIMEOUT, ChangeApproval
+
+    plan = terraform_plan(settings)
+    answer = ChangeApproval(task_id="approve_plan", question=plan, response_timeout=APPROVAL_TIMEOUT)
+    applied = terraform_apply(settings, plan, answer.output)
+    outputs = terraform_outputs_checked(settings, plan, applied)
+    gate = core_infrastructure_gate(plan, outputs)
+    # No changes: the short-circuit skips the approval, so the apply too; the outputs still run.
+    chain(terraform_init(settings), plan, plan_has_changes(plan), answer)
+    chain(outputs, rds_primary_available(outputs), pgbouncer_connected_to_primary(outputs),
+          app_healthy_through_pgbouncer(outputs), connections_pooled(outputs), gate)
+    return Phase(gate=gate, value=outputs)

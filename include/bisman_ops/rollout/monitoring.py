@@ -28,6 +28,7 @@ from typing import Any
 from airflow.sdk import Param
 
 from bisman_ops.change.errors import CheckFailed, fail_unless
+from bisman_ops.change.phase import Phase, phase
 from bisman_ops.change.step import Poke, Result, context, step
 
 CANARY = "Watchdog"
@@ -271,19 +272,27 @@ def dashboards_imported(folder: dict) -> Result:
     )
 
 
+@step
+def probe_tenant_planned() -> dict:
+    """Setup: the run's probe tenant, recorded before it is created, so the teardown removes it
+    (with what was metered for it) whatever ``probe_tenant_created`` then did."""
+    from bisman_ops.rollout.usage_metering import tenants
+
+    return tenants.probe(context()["run_id"])
+
+
 @step(changes=True)
-def probe_tenant_created() -> dict:
-    """Setup: a test tenant whose requests give the per-tenant panels live data even where no
-    customer is active (a fresh staging); the teardown removes it with what was metered for it."""
+def probe_tenant_created(probe: dict) -> dict:
+    """A test tenant whose requests give the per-tenant panels live data even where no customer is
+    active (a fresh staging)."""
     from bisman_ops.rollout.usage_metering import primary, tenants
 
-    probe = tenants.probe(context()["run_id"])
     with primary() as conn:
         tenants.create(conn, [probe])
     return probe
 
 
-@step(lease=False)
+@step(lease=False, changes=True)
 def probe_tenant_removed(probe: dict) -> dict:
     from bisman_ops.rollout.usage_metering import primary, tenants
 
@@ -426,3 +435,37 @@ def monitoring_gate(imported: dict, panels: dict, canary: dict) -> dict:
         "rendering_checked": False,
         "passed": True,
     }
+
+
+@phase
+def monitoring(settings: Any, outputs: Any) -> Phase:
+    """Alert rules checked and delivered, dashboards imported with live data, the Watchdog canary
+    and a real error-ratio alert delivered by mail and Slack; the fault and the probe tenant
+    removed whatever happened."""
+    from airflow.sdk import chain
+
+    from bisman_ops.change.phase import intent, restore
+
+    valid = rule_files_valid()
+    delivered = rule_files_delivered(valid)
+    rules = rules_loaded_and_healthy(delivered)
+    folder = grafana_folder_ready()
+    imported = dashboards_imported(folder)
+    planned_probe = probe_tenant_planned()
+    probe = probe_tenant_created(planned_probe)
+    panels = panels_show_live_data(imported, rules, outputs, probe)
+    probe_removed = restore(probe_tenant_removed(planned_probe), intent=planned_probe, damage=probe)
+    canary = canary_alert_delivered(canary_watch_started(rules))
+    fault_intended = intent("make the application answer 500, then stop it", task_id="app_errors_intended")
+    faulted = app_errors_started(rules)
+    error_alert = error_alert_delivered(faulted)
+    unfaulted = restore(app_errors_stopped(), intent=fault_intended, damage=faulted)
+    gate = monitoring_gate(imported, panels, canary)
+    # Nothing is delivered or imported until the files and the routing are shown right.
+    chain(dashboards_export_current(), valid, alerts_route_to_email_and_slack(valid), delivered)
+    chain(rules, folder)
+    chain(imported, planned_probe)
+    panels >> probe_removed
+    chain(canary, threshold_drill_enabled(settings), fault_intended)
+    chain(error_alert, unfaulted, gate)
+    return Phase(gate=gate, restores=[probe_removed, unfaulted])

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from bisman_ops.change.errors import CheckFailed, fail_unless
+from bisman_ops.change.phase import Phase, phase
 from bisman_ops.change.step import Poke, Result, context, step
 from bisman_ops.naming import ResourceNames
 from bisman_ops.rollout.settings import RolloutSettings
@@ -698,3 +699,27 @@ def missing_secrets_generated(settings: dict, secrets_checked: dict) -> dict:
 @step
 def preflight_gate(settings: dict) -> dict:
     return {"environment": settings["environment"], "passed": True}
+
+
+@phase
+def preflight() -> Phase:
+    """Read-only checks first; then the state backend, the change lock and the missing secrets."""
+    from airflow.sdk import chain
+
+    from bisman_ops.change import lock
+
+    settings = rollout_params_valid()
+    secrets_ = app_secrets_valid(settings)
+    checks = [
+        aws_identity_and_permissions(settings),
+        terraform_version_supported(settings),
+        state_backend_checked(settings),
+        secrets_,
+        domain_resolves_or_delegated(settings),
+        certificate_issued(settings),
+    ]
+    acquired = lock.acquire_change_lock(note="bisman_rollout of {{ params.app_image }}")
+    gate = preflight_gate(settings)
+    chain(checks, state_backend_ready(settings), acquired, missing_secrets_generated(settings, secrets_),
+          gate)
+    return Phase(gate=gate, value=settings, lock=acquired)

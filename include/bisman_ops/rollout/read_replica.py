@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from bisman_ops import config
 from bisman_ops.change.errors import CheckFailed, fail_unless
+from bisman_ops.change.phase import Phase, phase
 from bisman_ops.change.step import Poke, Result, step
 from bisman_ops.rollout.settings import RolloutSettings
 
@@ -387,3 +388,25 @@ def replica_back_in_sync(settings: dict, outputs: dict) -> Poke:
 @step(trigger_rule="none_failed_min_one_success")
 def read_replica_gate(settings: dict) -> dict:
     return {"drill": settings["replica_failure_drill"], "passed": True}
+
+
+@phase
+def read_replica(settings: Any, outputs: Any) -> Phase:
+    """Lag and routing; then the failure drill: the replica down, reads fall back to the primary,
+    the replica restored whatever happened and back in sync."""
+    from airflow.sdk import chain
+
+    from bisman_ops.change.phase import intent, restore
+
+    routing = reads_on_replica_writes_on_primary(outputs)
+    drill = failure_drill_enabled(settings)
+    intended = intent("take the read replica down, then restore it", task_id="replica_takedown_intended")
+    taken_down = replica_taken_down(outputs)
+    restored = restore(replica_restored(outputs), intent=intended, damage=taken_down)
+    fallback = reads_fall_back_to_primary(outputs, routing)
+    gate = read_replica_gate(settings)
+    chain(replica_lag_below_threshold(settings, outputs), routing, drill, intended)
+    chain(taken_down, fallback, restored, replica_back_in_sync(settings, outputs), gate)
+    # Drill off: the short-circuit skips it all; the gate still follows the routing check.
+    routing >> gate
+    return Phase(gate=gate, restores=[restored])

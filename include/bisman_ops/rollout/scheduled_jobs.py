@@ -33,6 +33,7 @@ from airflow.sdk import Param
 
 from bisman_ops import config
 from bisman_ops.change.errors import CheckFailed, fail_unless
+from bisman_ops.change.phase import Phase, phase
 from bisman_ops.change.step import Result, context, step
 
 DAILY_AGGREGATION = "bisman_daily_usage_aggregation"
@@ -372,10 +373,19 @@ def recurring_dags_unpaused(deployed: dict) -> dict:
     return ensure_unpaused(api(), deployed, bool(context()["params"].get("unpause_recurring_dags")))
 
 
-@step(changes=True)
-def smoke_tenants_created(settings: dict) -> dict | None:
-    """Setup: the test tenants (staging); none in prod."""
+@step
+def smoke_tenants_planned(settings: dict) -> dict | None:
+    """Setup: the ids of the run's test tenants (staging; none in prod), recorded before any is
+    created, so the teardown removes them whatever ``smoke_tenants_created`` then did."""
     if settings["environment"] == "prod":
+        return None
+    return {"ids": smoke_tenant_ids(context()["run_id"])}
+
+
+@step(changes=True)
+def smoke_tenants_created(planned: dict | None) -> dict | None:
+    """The test tenants and what is seeded for them."""
+    if not planned:
         return None
     with _connect() as conn:
         made = create_smoke_tenants(conn, context()["run_id"])
@@ -384,13 +394,13 @@ def smoke_tenants_created(settings: dict) -> dict | None:
 
 
 @step(lease=False, changes=True)
-def smoke_tenants_removed(tenants: dict | None) -> dict:
+def smoke_tenants_removed(planned: dict | None) -> dict:
     """Teardown: whatever happened, the test tenants go. No lease check: cleaning up is right even
     for a run that lost its lock."""
-    if not tenants:
+    if not planned:
         return {"removed": "no test tenants"}
     with _connect() as conn:
-        return remove_smoke_tenants(conn, list(tenants["ids"]))
+        return remove_smoke_tenants(conn, list(planned["ids"]))
 
 
 @step.short_circuit
@@ -453,3 +463,38 @@ def weekly_audit_report_written() -> dict:
 @step(trigger_rule="none_failed_min_one_success")
 def scheduled_jobs_gate(deployed: dict, unpaused: dict) -> dict:
     return {"recurring_dags": sorted(deployed), "unpaused_by_rollout": unpaused["unpaused"], "passed": True}
+
+
+@phase
+def scheduled_jobs(settings: Any) -> Phase:
+    """The recurring DAGs deployed and unpaused; a smoke run of each on test tenants, its effect
+    checked; the test tenants removed whatever happened."""
+    from airflow.sdk import chain
+
+    from bisman_ops.change.phase import restore
+
+    deployed = recurring_dags_deployed()
+    unpaused = recurring_dags_unpaused(deployed)
+    planned = smoke_tenants_planned(settings)
+    tenants = smoke_tenants_created(planned)
+    customer_visible = customer_visible_smoke_runs_allowed(settings)
+    smoke_runs = [
+        smoke_run(task_id="daily_usage_aggregation_smoke_run", dag_id=DAILY_AGGREGATION),
+        smoke_run(task_id="weekly_audit_smoke_run", dag_id=WEEKLY_AUDIT),
+        smoke_run(task_id="quota_alerts_smoke_run", dag_id=QUOTA_ALERTS),
+        smoke_run(task_id="trial_expiry_smoke_run", dag_id=TRIAL_EXPIRY),
+    ]
+    effects = [
+        usage_aggregated_for_a_day(tenants),
+        weekly_audit_report_written(),
+        quota_alert_sent_once(tenants),
+        trial_downgraded(tenants),
+    ]
+    removed = restore(smoke_tenants_removed(planned), intent=planned, damage=tenants)
+    gate = scheduled_jobs_gate(deployed, unpaused)
+    chain(unpaused, planned)
+    chain(tenants, [*smoke_runs[:2], customer_visible])
+    customer_visible >> smoke_runs[2:]  # prod: no quota or trial runs (they mail and downgrade tenants)
+    chain(smoke_runs, effects)  # each check reads its own run
+    chain(effects, removed, gate)
+    return Phase(gate=gate, restores=[removed])

@@ -30,6 +30,7 @@ from airflow.sdk import Param
 
 from bisman_ops import config, params
 from bisman_ops.change.errors import CheckFailed, fail_unless
+from bisman_ops.change.phase import Phase, phase
 from bisman_ops.change.step import Poke, Result, context, step
 from bisman_ops.rollout.billing import app_secret
 from bisman_ops.rollout.billing import stripe_setup as ss
@@ -346,3 +347,32 @@ def billing_gate(billing: dict, applied: dict) -> dict:
     return {"environment": billing["environment"], "webhook_url": billing["webhook_url"],
             "endpoint": applied["endpoint"]["endpoint_id"], "endpoint_action": applied["endpoint"]["action"],
             "test_mode_checks": billing["test_mode"], "passed": True}
+
+
+@phase
+def billing(settings: Any, outputs: Any) -> Phase:
+    """Stripe: keys, prices and the webhook endpoint checked, then applied (a secret roll waits for a
+    person); the application redeployed with the webhook secret; signed events accepted, wrongly
+    signed ones refused; in test mode the Stripe CLI's events and a checkout session."""
+    from airflow.sdk import chain
+
+    from bisman_ops.change.approval import APPROVAL_TIMEOUT, ChangeApproval
+
+    bills = billing_settings_valid(settings)
+    prices = prices_active_for_their_plans(bills, outputs)
+    endpoint_plan = webhook_endpoint_planned(bills, outputs)
+    roll_answer = ChangeApproval(task_id="approve_webhook_secret_roll", question=endpoint_plan,
+                                 response_timeout=APPROVAL_TIMEOUT)
+    applied = stripe_configuration_applied(bills, outputs, prices, endpoint_plan, roll_answer.output)
+    refused = wrongly_signed_event_refused()
+    fixtures = stripe_cli_triggers_replayed(outputs)
+    gate = billing_gate(bills, applied)
+    # Read-only checks first; only an endpoint whose secret is unknown waits for a person.
+    chain(bills, stripe_key_mode_matches_environment(bills, outputs), [prices, endpoint_plan],
+          webhook_secret_roll_needed(endpoint_plan), roll_answer, applied)
+    chain(applied, app_secrets_changed(applied), app_redeployed(outputs), app_rolled_out(outputs),
+          webhook_endpoint_reachable(bills), signed_event_accepted(outputs), refused,
+          test_mode_checks_enabled(bills), fixtures, triggered_events_delivered(fixtures),
+          checkout_session_created(bills, outputs, prices), gate)
+    refused >> gate  # prod: the test-mode checks are skipped; the gate follows the refusal
+    return Phase(gate=gate)

@@ -31,6 +31,7 @@ from airflow.sdk import Param
 
 from bisman_ops import params
 from bisman_ops.change.errors import CheckFailed
+from bisman_ops.change.phase import Phase, phase
 from bisman_ops.change.step import Poke, context, step
 from bisman_ops.rollout.chaos import faults, hypothesis
 
@@ -166,7 +167,8 @@ def steady_state_before(drill: str, drill_plan: dict, outputs: dict) -> Poke:
 
 @step(changes=True)
 def fault_injected(drill: str, outputs: dict, before: dict) -> dict:
-    """A fault half-injected is ended at once: the teardown runs only after a successful setup."""
+    """A fault half-injected is ended at once; killed before it could, the drill's teardown (set up
+    by ``fault_intended``) ends it."""
     fault = faults.fault(drill, outputs)
     started = time.time()
     try:
@@ -245,3 +247,37 @@ def chaos_gate(drill_plan: dict, journals: list) -> Any:
     ran = [j for j in journals if j]
     return Result(value={"drills": [j["drill"] for j in ran], "passed": True},
                   measured={"enabled": drill_plan["enabled"], "journal": ran})
+
+
+@phase
+def chaos(settings: Any, outputs: Any) -> Phase:
+    """The drills one at a time (one blast radius at a time), each from a steady state, watched
+    against its stop condition, restored whatever happened, and steady again."""
+    from airflow.sdk import TaskGroup, chain
+
+    from bisman_ops.change.approval import APPROVAL_TIMEOUT, ChangeApproval
+    from bisman_ops.change.phase import intent, restore
+
+    drill_plan = drills_planned(settings)
+    answer = ChangeApproval(task_id="approve_drills", question=drill_plan, response_timeout=APPROVAL_TIMEOUT)
+    previous = drills_approved(drill_plan, answer.output)
+    enabled = drills_enabled(drill_plan)
+    # Off: everything after the switch is skipped. Staging: the approval alone is skipped.
+    chain(drill_plan, enabled, drills_approval_needed(drill_plan), answer, previous)
+    enabled >> previous
+    journals, restores = [], []
+    for drill in DRILLS:
+        with TaskGroup(group_id=drill):
+            before = steady_state_before(drill, drill_plan, outputs)
+            intended = intent(f"inject the {drill} fault, then restore it", task_id="fault_intended")
+            injected = fault_injected(drill, outputs, before)
+            during = fault_coped_with(drill, drill_plan, outputs, before, injected)
+            restored = restore(fault_restored(drill, outputs, before), intent=intended, damage=injected)
+            after = steady_state_after(drill, drill_plan, settings, outputs, before, injected, during,
+                                       restored)
+            chain(previous, before, intended)
+            during >> restored  # the restore waits for the watch (or its abort)
+        previous = after
+        journals.append(after)
+        restores.append(restored)
+    return Phase(gate=chaos_gate(drill_plan, journals), restores=restores)

@@ -20,6 +20,7 @@ from airflow.sdk import Param
 
 from bisman_ops import params
 from bisman_ops.change.errors import CheckFailed
+from bisman_ops.change.phase import Phase, phase
 from bisman_ops.change.step import Poke, context, step
 from bisman_ops.clients.aws import client as aws
 from bisman_ops.rollout.post_deploy import security, tls_grade
@@ -228,3 +229,19 @@ def post_deploy_gate(tls: dict, performance: dict) -> dict:
 
     return {"tls_grade": tls["grade"], "median_p95_ms": statistics.median(performance["p95_ms"]),
             "baseline": performance["baseline"], "passed": True}
+
+
+@phase
+def post_deploy(settings: Any, outputs: Any) -> Phase:
+    """Read-only checks of what is now serving (health, TLS, WAF, security groups, the database not
+    public, no leaked secret), then the performance baseline under load on its own."""
+    from airflow.sdk import chain
+
+    tls = tls_graded(settings)
+    performance = performance_baseline(settings, outputs)
+    gate = post_deploy_gate(tls, performance)
+    chain(healthy_through_load_balancer(outputs),
+          [tls, waf_active(outputs), security_groups_closed(outputs), database_not_public(outputs),
+           secrets_not_leaked(outputs)],
+          performance, gate)
+    return Phase(gate=gate)

@@ -5,7 +5,7 @@ that is exact, and quota enforcement seen by a tenant.
 The checks live in the submodules (``meter_settings``, ``one_off``, ``schema``, ``tenants``,
 ``load_test``, ``quota``) and take plain values and clients; the tasks below are the DAG's
 ``usage_metering`` group, fed the Terraform outputs, and ``PARAMS`` is its part of the form.
-Test tenants exist only between ``test_tenants_created`` and its teardown ``test_tenants_removed``.
+Test tenants exist only between ``test_tenants_planned`` and its teardown ``test_tenants_removed``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import Param
 
 from bisman_ops.change.errors import CheckFailed, fail_unless
+from bisman_ops.change.phase import Phase, phase
 from bisman_ops.change.step import Poke, Result, context, step
 
 HTTP_TIMEOUT_S = 15
@@ -172,12 +173,20 @@ def usage_tables_match_contract(migrated: dict) -> dict:
         return {**schema.verify_tables(conn), "migrations_applied": migrated.get("applied", [])}
 
 
-@step(changes=True)
-def test_tenants_created() -> list[dict]:
-    """Setup: the run's test tenants with their quotas and no usage."""
+@step
+def test_tenants_planned() -> list[dict]:
+    """Setup: the run's test tenants (ids and quotas), recorded before any is created, so the
+    teardown removes them whatever ``test_tenants_created`` then did."""
     from bisman_ops.rollout.usage_metering import tenants
 
-    planned = tenants.planned(context()["run_id"])
+    return tenants.planned(context()["run_id"])
+
+
+@step(changes=True)
+def test_tenants_created(planned: list[dict]) -> list[dict]:
+    """The planned tenants with their quotas and no usage."""
+    from bisman_ops.rollout.usage_metering import tenants
+
     with primary() as conn:
         tenants.create(conn, planned)
     return planned
@@ -247,13 +256,13 @@ def quota_enforced(outputs: dict, test_tenants: list[dict]) -> dict:
 
 
 @step(lease=False, changes=True)
-def test_tenants_removed(test_tenants: list[dict]) -> dict:
+def test_tenants_removed(planned: list[dict]) -> dict:
     """Teardown: the test tenants and what was written about them go, whatever happened. Without the
     lease check: cleaning up is right even for a run that lost its lock."""
     from bisman_ops.rollout.usage_metering import tenants
 
     with primary() as conn:
-        return tenants.remove(conn, [t["id"] for t in test_tenants])
+        return tenants.remove(conn, [t["id"] for t in planned])
 
 
 @step
@@ -261,3 +270,27 @@ def usage_metering_gate(load: dict, metering: dict, quota_seen: dict) -> dict:
     return {"requests_metered": metering["requests_metered_by_load_test"],
             "usage_growth": metering["client_daily_usage_growth"],
             "quota_statuses": quota_seen["statuses"], "passed": True}
+
+
+@phase
+def usage_metering(outputs: Any) -> Phase:
+    """The migrations as a one-off task, then a load test on test tenants: metering exact, quotas
+    enforced; the test tenants removed whatever happened."""
+    from airflow.sdk import chain
+
+    from bisman_ops.change.phase import restore
+
+    shape = usage_params_valid()
+    started = migrations_task_started(outputs)
+    migrated = migrations_succeeded(outputs, started)
+    planned = test_tenants_planned()
+    tenants_ = test_tenants_created(planned)
+    load = load_test_within_thresholds(outputs, shape, tenants_)
+    metering = metering_exact(tenants_, load)
+    quota = quota_enforced(outputs, tenants_)
+    removed = restore(test_tenants_removed(planned), intent=planned, damage=tenants_)
+    gate = usage_metering_gate(load, metering, quota)
+    chain(shape, meter_settings_enabled(outputs), started, migrated, usage_tables_match_contract(migrated),
+          planned)
+    chain(tenants_, load, metering, quota, removed, gate)
+    return Phase(gate=gate, restores=[removed])
