@@ -53,12 +53,25 @@ def test_data_ports_open_to_the_world_are_named_and_the_web_ports_are_not():
                         "sg-ops (ops) opens 6432 to ::/0"]
 
 
-def test_the_database_group_admitting_anything_but_the_application_is_named():
+def test_the_database_group_admitting_anything_but_the_allowed_groups_is_named():
     groups = [group("sg-db", tcp(5432, source="sg-app"), tcp(5432, source="sg-bastion"),
                     tcp(5432, cidr="10.0.0.0/8"), name="db")]
     assert security.security_group_problems(groups, "sg-db", ["sg-app"]) == [
-        "the database's group sg-db (db) admits sg-bastion, not only the application",
-        "the database's group sg-db (db) admits 10.0.0.0/8, not only the application"]
+        "the database's group sg-db (db) admits sg-bastion, not an allowed source group",
+        "the database's group sg-db (db) admits 10.0.0.0/8, not an allowed source group"]
+
+
+def test_pgbouncer_in_its_own_group_admitted_by_the_database_passes_and_world_open_still_fails():
+    """issue 23 point 12: the usual layout (app -> PgBouncer -> database, each in its own group)
+    passes with PgBouncer's group allowed; a world-open data port fails, allowed group or not."""
+    layout = [group("sg-db", tcp(5432, source="sg-app"), tcp(5432, source="sg-pgb"), name="db"),
+              group("sg-pgb", tcp(6432, source="sg-app"), name="pgbouncer"),
+              group("sg-redis", tcp(6379, source="sg-app"), name="redis")]
+    assert security.security_group_problems(layout, "sg-db", ["sg-app", "sg-pgb"]) == []
+    opened = [*layout[:1], group("sg-pgb", tcp(6432, source="sg-app"), tcp(6432, cidr6="::/0"),
+                                 name="pgbouncer")]
+    assert security.security_group_problems(opened, "sg-db", ["sg-app", "sg-pgb"]) == [
+        "sg-pgb (pgbouncer) opens 6432 to ::/0"]
 
 
 SECRET = {"JWT_SECRET": "jwt-4f1c9a7e2b", "DB_PASSWORD": "pw-77d0e1c3aa", "FLAG": "true"}
@@ -144,6 +157,39 @@ def test_security_groups_pass_and_redis_opened_to_the_world_fails_naming_it(sand
         assert "opens 6379 to 0.0.0.0/0" in str(failed.value)
     finally:
         ec2.revoke_security_group_ingress(GroupId=r.redis_security_group_id, IpPermissions=opened)
+    body(post.security_groups_closed)(outputs)
+
+
+def test_the_database_admitting_pgbouncers_group_passes_and_an_unknown_source_group_fails(sandbox_env,
+                                                                                         outputs):
+    """issue 23 point 12, on moto: the seeded layout (the database's group admits the application's
+    and PgBouncer's) passes with Terraform's allow-list; a group it does not list fails, named."""
+    from bisman_sandbox import aws
+
+    ec2, r = aws.client(sandbox_env, "ec2"), aws.seeded(sandbox_env)
+    measured = body(post.security_groups_closed)(outputs)
+    assert r.pgbouncer_security_group_id in measured["database_client_groups"]
+    # The allow-list is what admits PgBouncer: without the output its group is refused.
+    without = {k: v for k, v in outputs.items() if k != security.DB_CLIENT_GROUPS_OUTPUT}
+    with pytest.raises(CheckFailed, match=f"admits {r.pgbouncer_security_group_id}, not an allowed"):
+        body(post.security_groups_closed)(without)
+    with pytest.raises(CheckFailed, match="Terraform output db_client_security_group_ids"):
+        body(post.security_groups_closed)({**outputs, security.DB_CLIENT_GROUPS_OUTPUT: "sg-1,sg-2"})
+
+    rogue = ec2.create_security_group(GroupName=f"rogue-{uuid.uuid4().hex[:8]}", Description="test",
+                                      VpcId=r.vpc_id)["GroupId"]
+    admitted = [{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+                 "UserIdGroupPairs": [{"GroupId": rogue}]}]
+    ec2.authorize_security_group_ingress(GroupId=r.db_security_group_id, IpPermissions=admitted)
+    try:
+        with pytest.raises(CheckFailed) as failed:
+            body(post.security_groups_closed)(outputs)
+        assert failed.value.seen == (f"the database's group {r.db_security_group_id} "
+                                     f"({aws.names().db_security_group_name}) admits {rogue}, "
+                                     "not an allowed source group")
+    finally:
+        ec2.revoke_security_group_ingress(GroupId=r.db_security_group_id, IpPermissions=admitted)
+        ec2.delete_security_group(GroupId=rogue)
     body(post.security_groups_closed)(outputs)
 
 
