@@ -244,6 +244,61 @@ def test_no_secret_in_the_logs_or_environment_and_one_written_to_the_log_is_name
     assert body(post.secrets_not_leaked)(outputs)["leaks"] == []
 
 
+class SmallPages:
+    """The real moto client, asked for two events a page: many pages from a small log group."""
+
+    def __init__(self, logs):
+        self.logs, self.calls = logs, 0
+
+    def filter_log_events(self, **kwargs):
+        self.calls += 1
+        return self.logs.filter_log_events(**kwargs, limit=2)
+
+
+@pytest.fixture
+def long_log(sandbox_env):
+    """A log group of its own with 120 recent events (60 pages of two, more than the old 50-page
+    stop), the last one holding the JWT secret."""
+    from bisman_sandbox import aws
+
+    logs, group = aws.client(sandbox_env, "logs"), f"/test/leak-scan-{uuid.uuid4().hex[:8]}"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="app")
+    start = int(time.time() * 1000) - 120_000
+    events = [{"timestamp": start + i * 10, "message": f"request {i} ok"} for i in range(119)]
+    events.append({"timestamp": start + 1190, "message": f"debug: signing with {SECRET['JWT_SECRET']}"})
+    logs.put_log_events(logGroupName=group, logStreamName="app", logEvents=events)
+    yield logs, group
+    logs.delete_log_group(logGroupName=group)
+
+
+def test_the_leak_scan_reads_every_page_of_the_window_and_finds_a_leak_on_the_last(long_log):
+    """issue 23 point 9: the scan stopped after 50 pages and said "no leak"."""
+    logs, group = long_log
+    paged = SmallPages(logs)
+    with pytest.raises(CheckFailed) as failed:
+        security.secret_leaks(SECRET, {}, group, security.recent_log_messages(paged, group, 600))
+    assert paged.calls == 60
+    assert failed.value.measured["log_events_scanned"] == 120
+    assert f"JWT_SECRET in log group {group} (1 event)" in failed.value.seen
+
+
+def test_a_leak_scan_cut_short_by_its_page_limit_or_time_budget_fails_saying_how_far_it_got(long_log):
+    logs, group = long_log
+    with pytest.raises(CheckFailed) as by_pages:
+        list(security.recent_log_messages(SmallPages(logs), group, 600, max_pages=5, clock=lambda: 0))
+    assert by_pages.value.seen == "incomplete: 5 pages, 10 events read in 0 s and more pages left"
+    assert by_pages.value.expected == "every event of the last 10 min read within 300 s or 5 pages"
+    # A clock that moves 100 s a look: the budget of 250 s is spent after the third page.
+    ticks = iter(range(0, 10_000, 100))
+    with pytest.raises(CheckFailed) as by_time:
+        list(security.recent_log_messages(SmallPages(logs), group, 600, budget_s=250,
+                                          clock=lambda: next(ticks)))
+    assert by_time.value.seen == "incomplete: 3 pages, 6 events read in 300 s and more pages left"
+    assert by_time.value.measured["budget_s"] == 250
+    assert by_time.value.checked == f"scan of log group {group} for secrets"
+
+
 # -- TLS, graded ----------------------------------------------------------------------------------
 
 

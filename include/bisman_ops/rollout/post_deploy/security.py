@@ -21,7 +21,8 @@ WORLD = ("0.0.0.0/0", "::/0")
 # database's group may admit, e.g. PgBouncer's.
 DB_CLIENT_GROUPS_OUTPUT = "db_client_security_group_ids"
 MIN_SECRET_LEN = 8  # shorter values (a port, "true") would match by chance, not leak
-LOG_PAGES_MAX = 50  # FilterLogEvents pages per scan (10,000 events each at most)
+# One leak scan's time budget: a scan with pages left past it fails as incomplete (never passes).
+LOG_SCAN_BUDGET_S = 300.0
 
 
 # -- WAF ----------------------------------------------------------------------------------------
@@ -208,15 +209,34 @@ def log_leaks(events: Iterable[str], secret: Mapping[str, str], where: str) -> l
     return [f"{key} in {where} ({n} event{'s' if n > 1 else ''})" for key, n in counts.items() if n]
 
 
-def recent_log_messages(logs: Any, group: str, window_s: float, now: Callable[[], float] = time.time):
-    """The messages of ``group`` of the last ``window_s`` seconds, page by page (bounded)."""
+def recent_log_messages(logs: Any, group: str, window_s: float, now: Callable[[], float] = time.time, *,
+                        budget_s: float = LOG_SCAN_BUDGET_S, max_pages: int | None = None,
+                        clock: Callable[[], float] = time.monotonic):
+    """Every message of ``group`` of the last ``window_s`` seconds, page by page to the last page.
+
+    A scan that has pages left after ``budget_s`` seconds (or ``max_pages`` pages) raises CheckFailed
+    saying how far it got: an unread page may hold a leak, so a partial scan never passes."""
     kwargs: dict[str, Any] = {"logGroupName": group, "startTime": int((now() - window_s) * 1000)}
-    for _ in range(LOG_PAGES_MAX):
+    started, pages, events = clock(), 0, 0
+    while True:
         page = logs.filter_log_events(**kwargs)
+        pages += 1
         for event in page.get("events") or []:
+            events += 1
             yield event.get("message", "")
         if not page.get("nextToken"):
             return
+        elapsed = clock() - started
+        if elapsed >= budget_s or (max_pages is not None and pages >= max_pages):
+            limits = f"{budget_s:.0f} s" + (f" or {max_pages} pages" if max_pages is not None else "")
+            raise CheckFailed(
+                f"scan of log group {group} for secrets",
+                f"incomplete: {pages} pages, {events} events read in {elapsed:.0f} s and more pages left",
+                f"every event of the last {window_s / 60:.0f} min read within {limits}",
+                "Narrow secret_scan_window_minutes (or find what floods the log), then clear this task; "
+                "the unread events may hold a leak",
+                {"log_group": group, "window_s": window_s, "pages_scanned": pages, "events_scanned": events,
+                 "elapsed_s": round(elapsed, 1), "budget_s": budget_s, "max_pages": max_pages})
         kwargs["nextToken"] = page["nextToken"]
 
 
