@@ -130,3 +130,42 @@ def test_the_images_terraform_command_runs_terraform(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("Terraform v1.15.")
     assert os.access(shim, os.X_OK)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines the way compose reads an env file (comments and blank lines skipped)."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#"))
+    return {key.strip(): value for key, value in pairs}
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} (the forms the compose file uses)."""
+    def one(m: re.Match) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        got = env.get(name, "")
+        if op == ":?" and not got:
+            raise ValueError(f"required variable {name} is missing a value: {arg}")
+        return got or (arg if op == ":-" else "")
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
+
+
+def test_env_example_names_the_deployment_the_recurring_jobs_run_for():
+    """issue 23 point 13: a .env copied from the example runs the weekly audit and the other
+    recurring jobs (they refuse to run without BISMAN_ENVIRONMENT)."""
+    from bisman_ops import config
+
+    names = config.deployment(environ=env_file(ROOT / ".env.example"))
+    assert (names.project_name, names.environment) == ("bisman-erp", "staging")
+
+
+def test_compose_refuses_to_start_until_the_ui_users_are_set(compose):
+    """issue 23 point 13: no shipped admin:admin; the UI's users are a required "set me"."""
+    example = env_file(ROOT / ".env.example")
+    users = compose["x-airflow-common"]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    with pytest.raises(ValueError, match=r"AIRFLOW_USERS is missing a value: set AIRFLOW_USERS in \.env"):
+        interpolate(users, example)
+    assert interpolate(users, {**example, "AIRFLOW_USERS": "jdoe:admin"}) == "jdoe:admin"
+    assert "admin:admin" not in (ROOT / ".env.example").read_text()
+    # A value the env file gave the containers directly would bypass the required variable.
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS" not in example

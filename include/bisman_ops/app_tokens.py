@@ -38,7 +38,8 @@ def mint(
     subject: str | None = None,
     now: float | None = None,
 ) -> str:
-    """A signed token for ``role``; a tenant token must name its ``tenant_id``."""
+    """A signed token for ``role``; a tenant token must name its ``tenant_id``. The token (and the
+    signing secret) go to Airflow's secret masker before it is returned."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     if role == "tenant" and tenant_id is None:
@@ -54,7 +55,11 @@ def mint(
     }
     if tenant_id is not None:
         claims["tenant_id"] = int(tenant_id)
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    from bisman_ops.change.redact import mask_in_logs
+
+    token = jwt.encode(claims, secret, algorithm=ALGORITHM)
+    mask_in_logs(secret, token)  # a bearer token is a credential until it expires
+    return token
 
 
 def verify(token: str, secret: str, *, leeway: int = 5) -> TokenClaims:

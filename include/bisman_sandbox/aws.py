@@ -300,11 +300,13 @@ def seed(ctx: SandboxContext, environment: str = context.ENVIRONMENT) -> SeededR
             ("pgbouncer", x["pgbouncer_sg"]),
         )
     }
-    # The load balancer is the only thing open to the internet; the data tier only to the app.
+    # The load balancer is the only thing open to the internet; the data tier only to the app, and
+    # the database also to PgBouncer, which pools the app's connections (the usual layout).
     for port in (80, 443):
         _ensure_ingress(ec2, sg["alb"], port, cidr="0.0.0.0/0")
     _ensure_ingress(ec2, sg["app"], APP_CONTAINER_PORT, source_group=sg["alb"])
     _ensure_ingress(ec2, sg["db"], 5432, source_group=sg["app"])
+    _ensure_ingress(ec2, sg["db"], 5432, source_group=sg["pgbouncer"])
     _ensure_ingress(ec2, sg["redis"], 6379, source_group=sg["app"])
     _ensure_ingress(ec2, sg["pgbouncer"], 6432, source_group=sg["app"])
 

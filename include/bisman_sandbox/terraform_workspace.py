@@ -31,7 +31,7 @@ IGNORED = [".terraform/", "terraform.tfstate*", "*.tfplan", "terraform.tfvars", 
            ".terraform.tfstate.lock.info"]
 DESIRED_COUNT = re.compile(r"(app_desired_count\s*=\s*)\d+")
 SEEDED_KEYS = ("app_secrets_arn", "alb_arn", "alb_dns_name", "certificate_arn", "waf_web_acl_arn",
-               "db_security_group_id")
+               "db_security_group_id", "app_security_group_id", "pgbouncer_security_group_id")
 
 
 def workspace_dir(ctx: SandboxContext) -> Path:

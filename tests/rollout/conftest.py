@@ -32,6 +32,7 @@ def seeded_outputs(ctx) -> dict:
     return {
         "db_instance_identifier": r.db_instance_identifier, "db_replica_identifier": r.db_replica_identifier,
         "db_security_group_id": r.db_security_group_id, "app_secrets_arn": r.app_secrets_arn,
+        "db_client_security_group_ids": [r.app_security_group_id, r.pgbouncer_security_group_id],
         "app_log_group": r.app_log_group, "redis_replication_group_id": n.redis_replication_group_id,
         "ecs_cluster_name": n.ecs_cluster_name, "ecs_service_name": n.ecs_service_name,
         "alb_arn": r.alb_arn, "waf_web_acl_arn": r.waf_web_acl_arn,

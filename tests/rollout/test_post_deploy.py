@@ -53,12 +53,25 @@ def test_data_ports_open_to_the_world_are_named_and_the_web_ports_are_not():
                         "sg-ops (ops) opens 6432 to ::/0"]
 
 
-def test_the_database_group_admitting_anything_but_the_application_is_named():
+def test_the_database_group_admitting_anything_but_the_allowed_groups_is_named():
     groups = [group("sg-db", tcp(5432, source="sg-app"), tcp(5432, source="sg-bastion"),
                     tcp(5432, cidr="10.0.0.0/8"), name="db")]
     assert security.security_group_problems(groups, "sg-db", ["sg-app"]) == [
-        "the database's group sg-db (db) admits sg-bastion, not only the application",
-        "the database's group sg-db (db) admits 10.0.0.0/8, not only the application"]
+        "the database's group sg-db (db) admits sg-bastion, not an allowed source group",
+        "the database's group sg-db (db) admits 10.0.0.0/8, not an allowed source group"]
+
+
+def test_pgbouncer_in_its_own_group_admitted_by_the_database_passes_and_world_open_still_fails():
+    """issue 23 point 12: the usual layout (app -> PgBouncer -> database, each in its own group)
+    passes with PgBouncer's group allowed; a world-open data port fails, allowed group or not."""
+    layout = [group("sg-db", tcp(5432, source="sg-app"), tcp(5432, source="sg-pgb"), name="db"),
+              group("sg-pgb", tcp(6432, source="sg-app"), name="pgbouncer"),
+              group("sg-redis", tcp(6379, source="sg-app"), name="redis")]
+    assert security.security_group_problems(layout, "sg-db", ["sg-app", "sg-pgb"]) == []
+    opened = [*layout[:1], group("sg-pgb", tcp(6432, source="sg-app"), tcp(6432, cidr6="::/0"),
+                                 name="pgbouncer")]
+    assert security.security_group_problems(opened, "sg-db", ["sg-app", "sg-pgb"]) == [
+        "sg-pgb (pgbouncer) opens 6432 to ::/0"]
 
 
 SECRET = {"JWT_SECRET": "jwt-4f1c9a7e2b", "DB_PASSWORD": "pw-77d0e1c3aa", "FLAG": "true"}
@@ -147,6 +160,39 @@ def test_security_groups_pass_and_redis_opened_to_the_world_fails_naming_it(sand
     body(post.security_groups_closed)(outputs)
 
 
+def test_the_database_admitting_pgbouncers_group_passes_and_an_unknown_source_group_fails(sandbox_env,
+                                                                                         outputs):
+    """issue 23 point 12, on moto: the seeded layout (the database's group admits the application's
+    and PgBouncer's) passes with Terraform's allow-list; a group it does not list fails, named."""
+    from bisman_sandbox import aws
+
+    ec2, r = aws.client(sandbox_env, "ec2"), aws.seeded(sandbox_env)
+    measured = body(post.security_groups_closed)(outputs)
+    assert r.pgbouncer_security_group_id in measured["database_client_groups"]
+    # The allow-list is what admits PgBouncer: without the output its group is refused.
+    without = {k: v for k, v in outputs.items() if k != security.DB_CLIENT_GROUPS_OUTPUT}
+    with pytest.raises(CheckFailed, match=f"admits {r.pgbouncer_security_group_id}, not an allowed"):
+        body(post.security_groups_closed)(without)
+    with pytest.raises(CheckFailed, match="Terraform output db_client_security_group_ids"):
+        body(post.security_groups_closed)({**outputs, security.DB_CLIENT_GROUPS_OUTPUT: "sg-1,sg-2"})
+
+    rogue = ec2.create_security_group(GroupName=f"rogue-{uuid.uuid4().hex[:8]}", Description="test",
+                                      VpcId=r.vpc_id)["GroupId"]
+    admitted = [{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+                 "UserIdGroupPairs": [{"GroupId": rogue}]}]
+    ec2.authorize_security_group_ingress(GroupId=r.db_security_group_id, IpPermissions=admitted)
+    try:
+        with pytest.raises(CheckFailed) as failed:
+            body(post.security_groups_closed)(outputs)
+        assert failed.value.seen == (f"the database's group {r.db_security_group_id} "
+                                     f"({aws.names().db_security_group_name}) admits {rogue}, "
+                                     "not an allowed source group")
+    finally:
+        ec2.revoke_security_group_ingress(GroupId=r.db_security_group_id, IpPermissions=admitted)
+        ec2.delete_security_group(GroupId=rogue)
+    body(post.security_groups_closed)(outputs)
+
+
 def test_the_database_is_not_public_and_a_public_replica_or_a_service_on_every_address_fails(
         sandbox_env, outputs):
     from bisman_sandbox import aws
@@ -196,6 +242,61 @@ def test_no_secret_in_the_logs_or_environment_and_one_written_to_the_log_is_name
     finally:
         logs.delete_log_stream(logGroupName=outputs["app_log_group"], logStreamName=stream)
     assert body(post.secrets_not_leaked)(outputs)["leaks"] == []
+
+
+class SmallPages:
+    """The real moto client, asked for two events a page: many pages from a small log group."""
+
+    def __init__(self, logs):
+        self.logs, self.calls = logs, 0
+
+    def filter_log_events(self, **kwargs):
+        self.calls += 1
+        return self.logs.filter_log_events(**kwargs, limit=2)
+
+
+@pytest.fixture
+def long_log(sandbox_env):
+    """A log group of its own with 120 recent events (60 pages of two, more than the old 50-page
+    stop), the last one holding the JWT secret."""
+    from bisman_sandbox import aws
+
+    logs, group = aws.client(sandbox_env, "logs"), f"/test/leak-scan-{uuid.uuid4().hex[:8]}"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="app")
+    start = int(time.time() * 1000) - 120_000
+    events = [{"timestamp": start + i * 10, "message": f"request {i} ok"} for i in range(119)]
+    events.append({"timestamp": start + 1190, "message": f"debug: signing with {SECRET['JWT_SECRET']}"})
+    logs.put_log_events(logGroupName=group, logStreamName="app", logEvents=events)
+    yield logs, group
+    logs.delete_log_group(logGroupName=group)
+
+
+def test_the_leak_scan_reads_every_page_of_the_window_and_finds_a_leak_on_the_last(long_log):
+    """issue 23 point 9: the scan stopped after 50 pages and said "no leak"."""
+    logs, group = long_log
+    paged = SmallPages(logs)
+    with pytest.raises(CheckFailed) as failed:
+        security.secret_leaks(SECRET, {}, group, security.recent_log_messages(paged, group, 600))
+    assert paged.calls == 60
+    assert failed.value.measured["log_events_scanned"] == 120
+    assert f"JWT_SECRET in log group {group} (1 event)" in failed.value.seen
+
+
+def test_a_leak_scan_cut_short_by_its_page_limit_or_time_budget_fails_saying_how_far_it_got(long_log):
+    logs, group = long_log
+    with pytest.raises(CheckFailed) as by_pages:
+        list(security.recent_log_messages(SmallPages(logs), group, 600, max_pages=5, clock=lambda: 0))
+    assert by_pages.value.seen == "incomplete: 5 pages, 10 events read in 0 s and more pages left"
+    assert by_pages.value.expected == "every event of the last 10 min read within 300 s or 5 pages"
+    # A clock that moves 100 s a look: the budget of 250 s is spent after the third page.
+    ticks = iter(range(0, 10_000, 100))
+    with pytest.raises(CheckFailed) as by_time:
+        list(security.recent_log_messages(SmallPages(logs), group, 600, budget_s=250,
+                                          clock=lambda: next(ticks)))
+    assert by_time.value.seen == "incomplete: 3 pages, 6 events read in 300 s and more pages left"
+    assert by_time.value.measured["budget_s"] == 250
+    assert by_time.value.checked == f"scan of log group {group} for secrets"
 
 
 # -- TLS, graded ----------------------------------------------------------------------------------

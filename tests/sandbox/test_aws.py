@@ -46,15 +46,15 @@ def ingress(ctx, group_id: str) -> list[dict]:
     ]
 
 
-def test_data_tier_security_groups_admit_only_the_app_security_group_on_their_port(ctx, res):
-    for group_id, port in (
-        (res.db_security_group_id, 5432),
-        (res.redis_security_group_id, 6379),
-        (res.pgbouncer_security_group_id, 6432),
+def test_data_tier_security_groups_admit_only_the_app_and_pgbouncer_groups_on_their_port(ctx, res):
+    for group_id, port, sources in (
+        (res.db_security_group_id, 5432, {res.app_security_group_id, res.pgbouncer_security_group_id}),
+        (res.redis_security_group_id, 6379, {res.app_security_group_id}),
+        (res.pgbouncer_security_group_id, 6432, {res.app_security_group_id}),
     ):
         perms = ingress(ctx, group_id)
         assert [(p["FromPort"], p["ToPort"]) for p in perms] == [(port, port)]
-        assert [g["GroupId"] for g in perms[0]["UserIdGroupPairs"]] == [res.app_security_group_id]
+        assert {g["GroupId"] for g in perms[0]["UserIdGroupPairs"]} == sources
         assert perms[0].get("IpRanges", []) == []
         assert perms[0].get("Ipv6Ranges", []) == []
 

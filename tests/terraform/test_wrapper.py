@@ -88,6 +88,9 @@ def test_plan_exit_codes_then_apply_gives_contract_outputs_pointing_at_the_sandb
     assert outputs["pgbouncer_port"] == ctx.ports["pgbouncer"]
     assert outputs["api_base_url"] == f"http://127.0.0.1:{ctx.ports['app']}"
     assert outputs["alb_arn"] == aws.seeded(ctx, "staging").alb_arn
+    seeded = aws.seeded(ctx, "staging")
+    assert outputs["db_client_security_group_ids"] == [seeded.app_security_group_id,
+                                                        seeded.pgbouncer_security_group_id]
     assert outputs["db_instance_identifier"] == f"{project}-staging-db"
     assert tf.plan("again.tfplan") is False  # -detailed-exitcode 0: nothing to approve or apply
 

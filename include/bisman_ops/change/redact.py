@@ -96,3 +96,14 @@ def redact(value: Any, key: str | None = None) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def mask_in_logs(*values: str | None) -> None:
+    """Register ``values`` with Airflow's secret masker, so every later log line of this process
+    (and, in a task, of its supervisor) shows ``***`` for them. Call it the moment a secret is read or
+    made, before anything can log it. Values shorter than the masker's minimum (5) are not masked."""
+    from airflow.sdk.log import mask_secret
+
+    for value in values:
+        if value:
+            mask_secret(str(value))

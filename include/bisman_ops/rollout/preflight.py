@@ -55,6 +55,9 @@ REQUIRED_KEYS = (
     "SMTP_PASSWORD",
 )
 STRIPE_MODE = {"staging": "sk_test_", "prod": "sk_live_"}
+# Keys of the application's secret holding identifiers, not secrets: logs may show their values.
+IDENTIFIER_KEYS = ("STRIPE_PRICE_ID_FREE", "STRIPE_PRICE_ID_PRO", "STRIPE_PRICE_ID_ENTERPRISE",
+                   "STRIPE_WEBHOOK_ENDPOINT_ID")
 
 
 def _error_code(exc: Exception) -> str:
@@ -345,7 +348,16 @@ def check_app_secrets(values: dict[str, str], environment: str, generate_allowed
     return verdict
 
 
+def mask_app_secret(values: dict) -> None:
+    """Each value of the application's secret (identifiers excepted) into Airflow's secret masker,
+    as soon as it is read."""
+    from bisman_ops.change.redact import mask_in_logs
+
+    mask_in_logs(*(str(v) for k, v in values.items() if k not in IDENTIFIER_KEYS and v is not None))
+
+
 def read_app_secret(sm: Any, secret_id: str) -> dict[str, str]:
+    """The application secret's JSON object, every value masked in the logs from here on."""
     try:
         raw = sm.get_secret_value(SecretId=secret_id)["SecretString"]
     except Exception as exc:
@@ -357,6 +369,9 @@ def read_app_secret(sm: Any, secret_id: str) -> dict[str, str]:
                 {"secret": secret_id, "exists": False},
             ) from None
         raise
+    from bisman_ops.change.redact import mask_in_logs
+
+    mask_in_logs(raw)  # before parsing: whatever the parser's error might show
     try:
         values = json.loads(raw)
     except ValueError:
@@ -364,6 +379,7 @@ def read_app_secret(sm: Any, secret_id: str) -> dict[str, str]:
     if not isinstance(values, dict):
         raise CheckFailed(f"secret {secret_id}", "not a JSON object", "a JSON object of KEY: value",
                           "Fix its format, then clear this task", {"secret": secret_id})
+    mask_app_secret(values)
     return {str(k): str(v) for k, v in values.items() if v is not None}
 
 
@@ -420,12 +436,16 @@ def smtp_logs_in(
 
 
 def generate_secret_values(keys: list[str]) -> dict[str, str]:
-    """Fresh random values: 64 bytes of entropy for the JWT secret, 32 for passwords."""
+    """Fresh random values: 64 bytes of entropy for the JWT secret, 32 for passwords (masked in the
+    logs from the moment they exist)."""
+    from bisman_ops.change.redact import mask_in_logs
+
     generated = {}
     for key in keys:
         if key not in GENERATABLE_KEYS:
             raise ValueError(f"{key} cannot be generated; it comes from a provider")
         generated[key] = secrets.token_urlsafe(64 if key == "JWT_SECRET" else 32)
+        mask_in_logs(generated[key])
     return generated
 
 

@@ -46,6 +46,11 @@ output "db_security_group_id" {
   description = "Security group of the database (sandbox: from the moto seeding)."
 }
 
+output "db_client_security_group_ids" {
+  value       = [local.seeded.app_security_group_id, local.seeded.pgbouncer_security_group_id]
+  description = "Security groups the database's group admits: the application's and PgBouncer's (added; sandbox: from the moto seeding)."
+}
+
 output "pgbouncer_address" {
   value       = var.sandbox.host
   description = "PgBouncer host."

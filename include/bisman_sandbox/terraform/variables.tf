@@ -85,12 +85,14 @@ variable "sandbox" {
     db_primary_port = number
     db_replica_port = number
     environments = map(object({
-      app_secrets_arn      = string
-      alb_arn              = string
-      alb_dns_name         = string
-      certificate_arn      = string
-      waf_web_acl_arn      = string
-      db_security_group_id = string
+      app_secrets_arn             = string
+      alb_arn                     = string
+      alb_dns_name                = string
+      certificate_arn             = string
+      waf_web_acl_arn             = string
+      db_security_group_id        = string
+      app_security_group_id       = string
+      pgbouncer_security_group_id = string
     }))
   })
 

@@ -22,12 +22,18 @@ REDEPLOY_EXTENSION = "service_redeploy"
 
 
 def read(sm: Any, secret_id: str) -> tuple[dict[str, str], str]:
-    """The secret's current JSON object and its version id."""
+    """The secret's current JSON object and its version id; its values masked in the logs from here
+    on (the price and endpoint ids excepted)."""
+    from bisman_ops.change.redact import mask_in_logs
+    from bisman_ops.rollout.preflight import mask_app_secret
+
     got = sm.get_secret_value(SecretId=secret_id)
+    mask_in_logs(got["SecretString"])  # before parsing: whatever the parser's error might show
     values = json.loads(got["SecretString"])
     if not isinstance(values, dict):
         raise CheckFailed(f"secret {secret_id}", "not a JSON object", "a JSON object of KEY: value",
                           "Fix its format, then clear this task")
+    mask_app_secret(values)
     return values, got["VersionId"]
 
 

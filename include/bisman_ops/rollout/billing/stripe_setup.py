@@ -240,6 +240,9 @@ def _create_endpoint(client: Any, url: str, run_id: str) -> tuple[str, str]:
                 "description": "BISMAN ERP application webhook",
                 "metadata": {"managed_by": MANAGED_BY, "run_id": run_id[:200]}},
         options={"idempotency_key": f"bisman-webhook-{uuid.uuid5(uuid.NAMESPACE_URL, run_id + url)}"})
+    from bisman_ops.change.redact import mask_in_logs
+
+    mask_in_logs(created["secret"])  # the signing secret, masked before anything can log it
     return created["id"], created["secret"]
 
 

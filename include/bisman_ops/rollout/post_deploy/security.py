@@ -12,13 +12,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from bisman_ops.change.errors import fail_unless
+from bisman_ops.change.errors import CheckFailed, fail_unless
 
 # PostgreSQL, Redis, PgBouncer: never reachable from the internet.
 DATA_PORTS = (5432, 6379, 6432)
 WORLD = ("0.0.0.0/0", "::/0")
+# Optional Terraform output (docs/contract-additions.md): groups besides the application's that the
+# database's group may admit, e.g. PgBouncer's.
+DB_CLIENT_GROUPS_OUTPUT = "db_client_security_group_ids"
 MIN_SECRET_LEN = 8  # shorter values (a port, "true") would match by chance, not leak
-LOG_PAGES_MAX = 50  # FilterLogEvents pages per scan (10,000 events each at most)
+# One leak scan's time budget: a scan with pages left past it fails as incomplete (never passes).
+LOG_SCAN_BUDGET_S = 300.0
 
 
 # -- WAF ----------------------------------------------------------------------------------------
@@ -63,10 +67,10 @@ def _world_sources(permission: Mapping[str, Any]) -> list[str]:
 
 
 def security_group_problems(groups: Iterable[Mapping[str, Any]], db_group_id: str,
-                            app_group_ids: Iterable[str]) -> list[str]:
+                            allowed_group_ids: Iterable[str]) -> list[str]:
     """Every data port open to the world in any group, and every source the database's group
-    admits other than the application's groups."""
-    problems, app = [], set(app_group_ids)
+    admits other than ``allowed_group_ids`` (the groups allowed to reach the database)."""
+    problems, allowed = [], set(allowed_group_ids)
     for group in groups:
         label = f"{group['GroupId']} ({group.get('GroupName', '?')})"
         for perm in group.get("IpPermissions") or []:
@@ -75,19 +79,33 @@ def security_group_problems(groups: Iterable[Mapping[str, Any]], db_group_id: st
                     problems.append(f"{label} opens {port} to {source}")
             if group["GroupId"] != db_group_id:
                 continue
-            others = [p["GroupId"] for p in perm.get("UserIdGroupPairs") or [] if p["GroupId"] not in app]
+            others = [p["GroupId"] for p in perm.get("UserIdGroupPairs") or [] if p["GroupId"] not in allowed]
             cidrs = [r.get("CidrIp") or r.get("CidrIpv6") for key in ("IpRanges", "Ipv6Ranges")
                      for r in perm.get(key) or []]
             prefixes = [p.get("PrefixListId") for p in perm.get("PrefixListIds") or []]
             for source in [*others, *cidrs, *prefixes]:
-                problems.append(f"the database's group {label} admits {source}, not only the application")
+                problems.append(f"the database's group {label} admits {source}, not an allowed source group")
     return problems
+
+
+def db_client_groups(outputs: Mapping[str, Any]) -> list[str]:
+    """Terraform's ``db_client_security_group_ids``: the groups besides the application's that the
+    database's group may admit (PgBouncer's, in the usual layout). Optional: absent means none."""
+    value = outputs.get(DB_CLIENT_GROUPS_OUTPUT)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(g, str) and g.startswith("sg-") for g in value):
+        raise CheckFailed(f"Terraform output {DB_CLIENT_GROUPS_OUTPUT}", f"{value!r}"[:200],
+                          "a list of security group ids (sg-...)",
+                          "Fix the output in the Terraform configuration, then clear this task")
+    return list(value)
 
 
 def security_group_verdict(ec2: Any, ecs: Any, outputs: Mapping[str, Any]) -> dict[str, Any]:
     """The VPC's groups (the database group's VPC) against ``security_group_problems``; the
-    application's groups are the ECS service's."""
+    database may admit the ECS service's groups and Terraform's ``db_client_security_group_ids``."""
     db_group_id = outputs["db_security_group_id"]
+    client_groups = db_client_groups(outputs)
     db_group = ec2.describe_security_groups(GroupIds=[db_group_id])["SecurityGroups"][0]
     groups = []
     for page in ec2.get_paginator("describe_security_groups").paginate(
@@ -98,13 +116,16 @@ def security_group_verdict(ec2: Any, ecs: Any, outputs: Mapping[str, Any]) -> di
     network = service.get("networkConfiguration", {}).get("awsvpcConfiguration", {})
     app_groups = network.get("securityGroups", [])
     measured = {"vpc": db_group["VpcId"], "groups_checked": len(groups), "data_ports": list(DATA_PORTS),
-                "database_group": db_group_id, "application_groups": sorted(app_groups)}
-    problems = security_group_problems(groups, db_group_id, app_groups)
+                "database_group": db_group_id, "application_groups": sorted(app_groups),
+                "database_client_groups": sorted(client_groups)}
+    problems = security_group_problems(groups, db_group_id, [*app_groups, *client_groups])
     if not app_groups:
         problems.append(f"the ECS service {outputs['ecs_service_name']} names no security group")
     fail_unless(problems, "security groups", f"no data port ({', '.join(map(str, DATA_PORTS))}) open to "
-                "the world; the database admitting only the application",
-                "Remove the rules named (Terraform's security group resources), then clear this task",
+                "the world; the database admitting only the application's groups and those of "
+                f"Terraform's {DB_CLIENT_GROUPS_OUTPUT}",
+                "Remove the rules named (Terraform's security group resources), or list a legitimate "
+                f"client's group in the {DB_CLIENT_GROUPS_OUTPUT} output, then clear this task",
                 measured)
     return measured
 
@@ -188,15 +209,34 @@ def log_leaks(events: Iterable[str], secret: Mapping[str, str], where: str) -> l
     return [f"{key} in {where} ({n} event{'s' if n > 1 else ''})" for key, n in counts.items() if n]
 
 
-def recent_log_messages(logs: Any, group: str, window_s: float, now: Callable[[], float] = time.time):
-    """The messages of ``group`` of the last ``window_s`` seconds, page by page (bounded)."""
+def recent_log_messages(logs: Any, group: str, window_s: float, now: Callable[[], float] = time.time, *,
+                        budget_s: float = LOG_SCAN_BUDGET_S, max_pages: int | None = None,
+                        clock: Callable[[], float] = time.monotonic):
+    """Every message of ``group`` of the last ``window_s`` seconds, page by page to the last page.
+
+    A scan that has pages left after ``budget_s`` seconds (or ``max_pages`` pages) raises CheckFailed
+    saying how far it got: an unread page may hold a leak, so a partial scan never passes."""
     kwargs: dict[str, Any] = {"logGroupName": group, "startTime": int((now() - window_s) * 1000)}
-    for _ in range(LOG_PAGES_MAX):
+    started, pages, events = clock(), 0, 0
+    while True:
         page = logs.filter_log_events(**kwargs)
+        pages += 1
         for event in page.get("events") or []:
+            events += 1
             yield event.get("message", "")
         if not page.get("nextToken"):
             return
+        elapsed = clock() - started
+        if elapsed >= budget_s or (max_pages is not None and pages >= max_pages):
+            limits = f"{budget_s:.0f} s" + (f" or {max_pages} pages" if max_pages is not None else "")
+            raise CheckFailed(
+                f"scan of log group {group} for secrets",
+                f"incomplete: {pages} pages, {events} events read in {elapsed:.0f} s and more pages left",
+                f"every event of the last {window_s / 60:.0f} min read within {limits}",
+                "Narrow secret_scan_window_minutes (or find what floods the log), then clear this task; "
+                "the unread events may hold a leak",
+                {"log_group": group, "window_s": window_s, "pages_scanned": pages, "events_scanned": events,
+                 "elapsed_s": round(elapsed, 1), "budget_s": budget_s, "max_pages": max_pages})
         kwargs["nextToken"] = page["nextToken"]
 
 
