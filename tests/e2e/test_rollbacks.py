@@ -227,6 +227,7 @@ def pgbouncer_back_on_the_primary(sandbox):
     with psycopg.connect(pgbouncer.dsn(sandbox, "admin"), autocommit=True, prepare_threshold=None) as admin:
         admin.execute("RELOAD")
         admin.execute(f"RECONNECT {pgbouncer.RW_DB}")
+        admin.execute(f"RECONNECT {pgbouncer.RO_DB}")
     for name in postgres.restored_names(sandbox):
         postgres.stop_restored(sandbox, name, remove=True)
 
@@ -252,9 +253,11 @@ def test_database_rollback_switches_pgbouncer_to_the_restored_instance_after_app
     assert rep["outcome"] == "success"
     target = measured(rep, "validate_request")["restore into"]
     port = postgres.restored_port(sandbox, target)
-    # PgBouncer serves the restored instance: SHOW DATABASES and a query through its pool say so.
+    # PgBouncer serves the restored instance: SHOW DATABASES and a query through its pool say so;
+    # the read-only pool followed it (issue 23 point 2).
     assert measured(rep, "traffic_on_restored_instance") == {
-        "SHOW DATABASES": f"127.0.0.1:{port}", "query answered by": f"127.0.0.1:{port}"}
+        "SHOW DATABASES": f"127.0.0.1:{port}", "query answered by": f"127.0.0.1:{port}",
+        "read-only pools answered by": {pgbouncer.RO_DB: f"127.0.0.1:{port}"}}
     assert app_pool_server_port(sandbox) == port != sandbox.port("postgres_primary")
     restored = rds.describe_db_instances(DBInstanceIdentifier=target)["DBInstances"][0]
     assert restored["DBInstanceClass"] == original["DBInstanceClass"]

@@ -18,6 +18,8 @@ from bisman_ops.clients import postgres as pg
 from bisman_ops.rollback import RDS_IDENTIFIER_PATTERN, database_steps, resource_names
 from bisman_ops.rollback import database as db
 from bisman_sandbox import aws, launcher, pgbouncer, postgres
+from bisman_sandbox import context as sandbox_context
+from bisman_sandbox.context import HOST
 from bisman_sandbox.process import wait_until
 from bisman_sandbox.rollback_impl import SandboxDatabaseEndpoints, SandboxPgBouncerConfig
 from tests.rollback.conftest import primary_dsn
@@ -262,6 +264,7 @@ def pgbouncer_restored_afterwards(ctx):
     with psycopg.connect(pgbouncer.dsn(ctx, "admin"), autocommit=True, prepare_threshold=None) as admin:
         admin.execute("RELOAD")
         admin.execute(f"RECONNECT {pgbouncer.RW_DB}")
+        admin.execute(f"RECONNECT {pgbouncer.RO_DB}")
         if any(r[0] == pgbouncer.RW_DB and r[11] for r in admin.execute("SHOW DATABASES").fetchall()):
             admin.execute(f"RESUME {pgbouncer.RW_DB}")
 
@@ -288,6 +291,69 @@ def test_switch_moves_pgbouncer_to_the_restored_instance_and_a_query_proves_it(
     with log.open("rb") as f:
         f.seek(log_before)
         assert b"syntax error" not in f.read()
+
+
+def _count_marker(conn, marker: str) -> int:
+    return conn.execute("SELECT count(*) FROM events WHERE payload->>'marker' = %s", (marker,)).fetchone()[0]
+
+
+def _pool(ctx, which: str):
+    return psycopg.connect(pgbouncer.dsn(ctx, which), autocommit=True, prepare_threshold=None)
+
+
+def test_the_read_only_pool_follows_the_restored_primary_and_reads_the_restored_lineage(
+    ctx, airflow_conns, restored, pgbouncer_restored_afterwards, monkeypatch
+):
+    """issue 23 point 2: after the switch, reads through the read-only pool reach the restored
+    instance (a row only its lineage has), not the replica of the abandoned primary. The DAG's own
+    tasks: switch_traffic, then traffic_on_restored_instance."""
+    for key, value in launcher.airflow_connection_env(ctx).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(database_steps, "context", lambda: {"params": {"pause_timeout_seconds": 10}})
+    host, port = restored["host"], restored["port"]
+    verified = {"host": host, "port": port, "instance": PRIMARY, "target": restored["plan"].target}
+    approval = {"approved": True, "chosen": "Approve", "responded_by_user": {"name": "test"}}
+
+    done = database_steps.switch_traffic.function.__wrapped__(restored["plan"].to_dict(), verified, approval)
+
+    marker = f"restored-lineage-{uuid.uuid4().hex[:8]}"
+    with _pool(ctx, "rw") as rw:  # written through the application's pool: on the restored instance
+        rw.execute(
+            "INSERT INTO events (tenant_id, type, payload) SELECT id, 'test', %s::jsonb FROM tenants LIMIT 1",
+            (json.dumps({"marker": marker}),),
+        )
+    with _pool(ctx, "ro") as ro:
+        assert ro.execute("SELECT inet_server_port()").fetchone()[0] == port
+        assert _count_marker(ro, marker) == 1  # the read-only pool reads the restored lineage
+    with psycopg.connect(postgres.dsn(ctx, "replica"), autocommit=True) as old_replica:
+        assert _count_marker(old_replica, marker) == 0  # the abandoned lineage never saw it
+    with pgb.connect() as admin:
+        assert pgb.database_entry(admin, pgbouncer.RO_DB)["port"] == port
+    seen = database_steps.traffic_on_restored_instance.function.__wrapped__(verified)
+    assert seen["read-only pools answered by"] == {pgbouncer.RO_DB: f"{host}:{port}"}
+    replica_port = ctx.port("postgres_replica")
+    assert done["read-only pools moved"] == {
+        pgbouncer.RO_DB: f"host={HOST} port={replica_port} dbname={sandbox_context.DB_NAME} "
+        f"(on {N.db_replica_identifier}) -> host={host} port={port}"
+    }
+
+
+def test_a_read_only_pool_left_on_the_old_replica_fails_the_verification(
+    ctx, airflow_conns, clients, restored, pgbouncer_restored_afterwards
+):
+    """The switch as it was before issue 23: the read-write pool alone moved."""
+    host, port = restored["host"], restored["port"]
+    db.switch_pgbouncer(
+        config.PGBOUNCER_ADMIN_CONN_ID, pgbouncer_restored_afterwards, pgbouncer.RW_DB, host, port, 10
+    )
+    replicas = db.replica_endpoints(clients["rds"], SandboxDatabaseEndpoints(ctx), PRIMARY)
+    assert replicas == {N.db_replica_identifier: (HOST, ctx.port("postgres_replica"))}
+    with (
+        pgb.connect() as admin,
+        pytest.raises(CheckFailed, match=f"seen {pgbouncer.RO_DB} on {N.db_replica_identifier}") as err,
+    ):
+        db.verify_followers(admin, None, pgbouncer.RW_DB, host, port, replicas)
+    assert "reads would serve the old lineage" in err.value.next_step
 
 
 def test_a_reload_that_pgbouncer_rejects_is_caught_by_the_verification(

@@ -10,9 +10,15 @@ functions are the sensors' single looks; ``verify_restored`` runs SQL on the new
 Traffic moves through PgBouncer only: ``switch_pgbouncer`` rewrites PgBouncer's ``[databases]``
 entry (through the configured ``PgBouncerConfig``), PAUSEs the pool for a bounded time, RELOADs,
 RESUMEs, and then ``verify_switch`` proves it from ``SHOW DATABASES`` and from a query through
-PgBouncer that lands on the restored server. The application's secret is never rewritten: a
-``DATABASE_URL`` that names the instance directly would need a redeploy of every task (old tasks
-would keep writing to the original), so such a request is refused before anything changes.
+PgBouncer that lands on the restored server. The read-only pools served by a read replica of the
+original (``replica_endpoints``) move with it to the restored instance, which has no replica of its
+own yet: left on the old replica they would serve reads of the abandoned lineage while writes go to
+the restored one. ``verify_followers`` proves them the same way. Once a replica of the restored
+instance exists, point the read-only pools at it through PgBouncer's deployment.
+
+The application's secret is never rewritten: a ``DATABASE_URL`` that names the instance directly
+would need a redeploy of every task (old tasks would keep writing to the original), so such a
+request is refused before anything changes.
 """
 
 from __future__ import annotations
@@ -452,17 +458,59 @@ def repoint_pgbouncer_ini(text: str, database: str, host: str, port: int) -> tup
     return "\n".join(out) + "\n", previous
 
 
+def replica_endpoints(rds: Any, endpoints: Any, instance: str) -> dict[str, tuple[str, int]]:
+    """``{replica: (host, port)}`` for every read replica of ``instance``: where the abandoned
+    lineage serves reads. ``endpoints`` is the configured ``DatabaseEndpoints``."""
+    found = describe_instance(rds, instance) or {}
+    return {r: endpoints.endpoint(rds, r) for r in found.get("ReadReplicaDBInstanceIdentifiers") or []}
+
+
+def _same_place(entry: dict, host: str, port: int) -> bool:
+    listed = entry.get("host")
+    if not listed or int(entry.get("port") or 0) != int(port):
+        return False
+    return listed == host or bool(_addresses(listed) & _addresses(host))
+
+
+def pools_on(admin: Any, places: dict[str, tuple[str, int]], exclude: str) -> dict[str, str]:
+    """``{pool: instance}``: PgBouncer's pools (``SHOW DATABASES``) served from one of ``places``
+    (``{instance: (host, port)}``), ``exclude`` left out."""
+    from bisman_ops.clients import pgbouncer
+
+    found = {}
+    for entry in pgbouncer.show(admin, "DATABASES"):
+        for instance, (host, port) in places.items():
+            if entry["name"] != exclude and _same_place(entry, host, port):
+                found[entry["name"]] = instance
+    return found
+
+
 def switch_pgbouncer(
-    admin_conn_id: str, pgb_config: Any, database: str, host: str, port: int, pause_timeout_s: float
+    admin_conn_id: str,
+    pgb_config: Any,
+    database: str,
+    host: str,
+    port: int,
+    pause_timeout_s: float,
+    replicas: dict[str, tuple[str, int]] | None = None,
 ) -> dict:
     """Repoint PgBouncer's pool ``database`` at host:port: rewrite the entry, PAUSE (bounded: see
     ``clients.pgbouncer.pause``), RELOAD, RECONNECT, RESUME. RESUME also runs as a teardown task,
-    so a worker that dies in between does not leave the application paused."""
+    so a worker that dies in between does not leave the application paused.
+
+    Every other pool served by one of ``replicas`` (``replica_endpoints`` of the original: its
+    read-only pools) is repointed at host:port in the same rewrite and RECONNECTed (reads need no
+    PAUSE), so reads follow the restored primary instead of the abandoned lineage."""
     from bisman_ops.clients import pgbouncer
 
     pgbouncer.plain(database)
+    with pgbouncer.connect(admin_conn_id) as admin:
+        followers = pools_on(admin, replicas or {}, exclude=database)
     before = pgb_config.read()
     new_text, previous = repoint_pgbouncer_ini(before, database, host, port)
+    followed = {}
+    for pool in sorted(followers):
+        new_text, followed[pgbouncer.plain(pool)] = repoint_pgbouncer_ini(new_text, pool, host, port)
     try:
         waited = pgbouncer.pause(admin_conn_id, database, pause_timeout_s)
     except pgbouncer.PauseTimedOut as exc:
@@ -478,12 +526,17 @@ def switch_pgbouncer(
             pgb_config.write(new_text)
             pgbouncer.command(admin, "RELOAD")
             pgbouncer.command(admin, "RECONNECT", database)
+            for pool in followed:
+                pgbouncer.command(admin, "RECONNECT", pool)
         finally:
             pgbouncer.resume_if_paused(admin, database)
     return {
         "pgbouncer database": database,
         "before": previous,
         "after": f"host={host} port={port}",
+        "read-only pools moved": {
+            pool: f"{was} (on {followers[pool]}) -> host={host} port={port}" for pool, was in followed.items()
+        },
         "paused seconds": round(waited, 2),
         "configuration": pgb_config.where,
     }
@@ -531,3 +584,38 @@ def verify_switch(admin: Any, app: Any, database: str, host: str, port: int) -> 
             seen,
         )
     return seen
+
+
+def verify_followers(
+    admin: Any, connect: Any, database: str, host: str, port: int, replicas: dict[str, tuple[str, int]]
+) -> dict:
+    """No PgBouncer pool is still served by a replica of the original (``replicas``), and a query
+    through each pool that follows the restored instance (on host:port, ``database`` apart) answers
+    there. ``connect(pool)`` opens a connection through PgBouncer to that pool."""
+    left = pools_on(admin, replicas, exclude=database)
+    if left:
+        listed = ", ".join(f"{pool} on {instance}" for pool, instance in sorted(left.items()))
+        raise CheckFailed(
+            "PgBouncer's read-only pools after the switch",
+            f"{listed} (a replica of the abandoned instance)",
+            f"every pool on the restored instance at {host}:{port}",
+            "reads would serve the old lineage while writes go to the restored instance: repoint "
+            "those pools at the restored instance in PgBouncer's configuration, RELOAD, RECONNECT "
+            "them, then clear this task",
+            {"left on the old lineage": left},
+        )
+    answered = {}
+    for pool in sorted(pools_on(admin, {"restored": (host, port)}, exclude=database)):
+        with connect(pool) as conn:
+            addr, server_port = conn.execute("SELECT host(inet_server_addr()), inet_server_port()").fetchone()
+        answered[pool] = f"{addr}:{server_port}"
+        if int(server_port) != port or (addr not in _addresses(host) and addr != host):
+            raise CheckFailed(
+                f"a query through PgBouncer's {pool}",
+                f"{addr}:{server_port}",
+                f"the restored instance at {host}:{port}",
+                f"PgBouncer still hands out {pool} connections to the old server: RECONNECT {pool}, "
+                "then clear this task",
+                {"read-only pools answered by": answered},
+            )
+    return {"read-only pools answered by": answered}

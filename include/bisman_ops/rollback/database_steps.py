@@ -107,7 +107,11 @@ def verify_restored_database(plan: dict) -> Result:
         seen = database.verify_restored(conn, f"{host}:{port}")
     section = Section("Restored database")
     section.table("Settings copied from the original", ["setting", "original", "restored"], rows)
-    return Result(value={"host": host, "port": port}, measured=seen, sections=[section])
+    return Result(
+        value={"host": host, "port": port, "instance": rollback.instance, "target": rollback.target},
+        measured=seen,
+        sections=[section],
+    )
 
 
 def switch_requested() -> bool:
@@ -128,8 +132,16 @@ def switch_traffic(plan: dict, restored: dict, answer: dict | None) -> dict:
         restored["host"],
         int(restored["port"]),
         float(context()["params"].get("pause_timeout_seconds") or database.DEFAULT_PAUSE_TIMEOUT_S),
+        replicas=_replicas_of(plan["instance"]),
     )
     return {**done, "restored instance": plan["target"]}
+
+
+def _replicas_of(instance: str) -> dict[str, tuple[str, int]]:
+    """Where the read replicas of ``instance`` (the abandoned lineage) answer."""
+    from bisman_ops.rollback import interfaces
+
+    return database.replica_endpoints(_aws("rds"), interfaces.database_endpoints(), instance)
 
 
 def _app_database() -> tuple[str, int, str]:
@@ -147,13 +159,21 @@ def pgbouncer_resumed() -> dict:
 
 @step
 def traffic_on_restored_instance(restored: dict) -> dict:
-    """PgBouncer lists the restored instance and a query through it is answered there."""
+    """PgBouncer lists the restored instance and a query through it is answered there; no pool is
+    left on a replica of the original, and the read-only pools that followed answer there too."""
     from bisman_ops.clients import pgbouncer, postgres
 
+    database_name, host, port = _app_database()[2], restored["host"], int(restored["port"])
+
+    def through(pool: str) -> Any:
+        return postgres.connect(
+            config.APP_DB_CONN_ID, dbname=pool, autocommit=True, application_name="bisman_rollback_database"
+        )
+
+    replicas = _replicas_of(restored["instance"]) if restored.get("instance") else {}
     with (
         pgbouncer.connect(config.PGBOUNCER_ADMIN_CONN_ID) as admin,
-        postgres.connect(
-            config.APP_DB_CONN_ID, autocommit=True, application_name="bisman_rollback_database"
-        ) as app,
+        through(database_name) as app,
     ):
-        return database.verify_switch(admin, app, _app_database()[2], restored["host"], int(restored["port"]))
+        seen = database.verify_switch(admin, app, database_name, host, port)
+        return {**seen, **database.verify_followers(admin, through, database_name, host, port, replicas)}
