@@ -431,14 +431,17 @@ def seed_stripe(url: str) -> dict:
             "items": [{"price": prices["enterprise" if i % 7 == 0 else "pro"]}],
         }
         if not active:
-            sub["trial_period_days"] = 14
+            # The trial ends in Stripe when it does in the database (TENANTS), so it is over on both
+            # sides: Stripe ends it at once (no card: past_due) and the job cancels it. A Stripe
+            # trial_end still ahead would be an extended trial, which the job does not cancel.
+            sub["trial_end"] = int((TRIALS_AS_OF - timedelta(hours=i % 48)).timestamp())
         client.v1.subscriptions.create(params=sub)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(create, converted + still_open))
     print(
-        f"  seeded Stripe: {len(converted)} active, {len(still_open)} trialing subscriptions in "
+        f"  seeded Stripe: {len(converted)} active, {len(still_open)} lapsed (past_due) subscriptions in "
         f"{time.perf_counter() - started:.0f} s",
         flush=True,
     )
@@ -446,7 +449,8 @@ def seed_stripe(url: str) -> dict:
 
 
 # Of the expiring trials, every 25th converted (active subscription) and every 100th still has an
-# open (trialing) one to cancel; the rest never gave a card, so Stripe holds no subscription for them.
+# open one to cancel (past_due: its trial is over in Stripe too); the rest never gave a card, so
+# Stripe holds no subscription for them.
 # The share with Stripe records is kept at 5% because localstripe answers each request in time
 # proportional to everything it stores (see the report): at 3,000 subscriptions a single list page
 # takes ~0.5 s there, where Stripe itself answers in constant time.

@@ -26,8 +26,11 @@ def prices(ctx, stripe_client):
     return stripe_emulator.seed(ctx)["prices"]
 
 
-def subscribe(client, prices, tenant_id: int, plan: str, *, converted: bool) -> str:
-    """A Stripe customer and subscription: active on ``plan`` (card given) or still trialing."""
+def subscribe(client, prices, tenant_id: int, plan: str, *, converted: bool,
+              trial_end: datetime | None = None) -> str:
+    """A Stripe customer and subscription: active on ``plan`` (card given), or a trial without a
+    card ending at ``trial_end`` (default in 14 days). A ``trial_end`` already past makes Stripe end
+    the trial at once: no card, so ``past_due``, as a trial that lapsed in Stripe too."""
     suffix = uuid.uuid4().hex[:8]  # the emulator keeps its records across test runs
     customer = f"cus_t{tenant_id}_{suffix}"
     params = {"id": customer, "email": f"billing+t{tenant_id}@tenants.bisman.test"}
@@ -43,7 +46,10 @@ def subscribe(client, prices, tenant_id: int, plan: str, *, converted: bool) -> 
         "items": [{"price": prices[f"bisman_{plan}"]}],
     }
     if not converted:
-        sub["trial_period_days"] = 14
+        if trial_end is None:
+            sub["trial_period_days"] = 14
+        else:
+            sub["trial_end"] = int(trial_end.timestamp())
     client.v1.subscriptions.create(params=sub)
     return sub["id"]
 
@@ -87,7 +93,7 @@ def test_an_active_subscription_converts_to_its_plan_and_an_open_one_is_cancelle
         "UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (stripe_converted, converted)
     )
     lapsed = tenants.add(plan="pro", status="trialing", trial_ends_at=ended)
-    stripe_lapsed = subscribe(stripe_client, prices, lapsed, "pro", converted=False)
+    stripe_lapsed = subscribe(stripe_client, prices, lapsed, "pro", converted=False, trial_end=ended)
     tenants._exec("UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (stripe_lapsed, lapsed))
 
     result = trial_expiry.expire_trials(
@@ -103,6 +109,63 @@ def test_an_active_subscription_converts_to_its_plan_and_an_open_one_is_cancelle
         (converted, "trial.converted"),
         (lapsed, "trial.expired"),
     ]
+
+
+def trial_row(dsn, tenant_id):
+    return rows(dsn, "SELECT plan, status, trial_ends_at FROM tenants WHERE id = %s", (tenant_id,))[0]
+
+
+def test_a_trial_support_extended_in_stripe_is_not_cancelled_and_takes_stripes_trial_end(
+    conn, tenants, primary_dsn, stripe_client, prices
+):
+    """issue 23 point 10: the database still has the old trial end; Stripe's own is later."""
+    old_end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    t = tenants.add(plan="pro", status="trialing", trial_ends_at=old_end)
+    sub = subscribe(stripe_client, prices, t, "pro", converted=False)
+    new_end = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
+    stripe_client.v1.subscriptions.update(sub, params={"trial_end": int(new_end.timestamp())})  # support
+    tenants._exec("UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (sub, t))
+
+    result = trial_expiry.expire_trials(conn, stripe_client, datetime.now(UTC), tenant_ids=[t])
+
+    assert stripe_client.v1.subscriptions.retrieve(sub).status == "trialing"
+    assert trial_row(primary_dsn, t) == ("pro", "trialing", new_end)
+    assert (result.expired, result.converted, result.subscriptions_cancelled, result.extended) == (0, 0, 0, 1)
+    assert events(primary_dsn, [t]) == [(t, "trial.extended")]
+    assert trial_expiry.notify(conn, lambda notice: None, tenant_ids=[t]).sent == 0  # no mail for it
+
+    # A re-run: the trial is no longer over in the database either, so nothing happens.
+    again = trial_expiry.expire_trials(conn, stripe_client, datetime.now(UTC), tenant_ids=[t])
+    assert (again.expired, again.extended, again.subscriptions_cancelled) == (0, 0, 0)
+    assert events(primary_dsn, [t]) == [(t, "trial.extended")]
+
+    # Once the extended trial is over on both sides, it ends as any other (Stripe's status lags).
+    later = trial_expiry.expire_trials(conn, stripe_client, new_end + timedelta(hours=1), tenant_ids=[t])
+    assert (later.expired, later.extended, later.subscriptions_cancelled) == (1, 0, 1)
+    assert state(primary_dsn, t) == ("free", "active")
+    assert stripe_client.v1.subscriptions.retrieve(sub).status == "canceled"
+
+
+def test_a_trial_over_in_stripe_too_is_cancelled_while_stripe_still_says_trialing(
+    conn, tenants, primary_dsn, stripe_client, prices
+):
+    """Stripe moves a subscription out of trialing a little after its trial_end: the trial is over
+    once Stripe's trial_end has passed, whatever the status still says."""
+    ends = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    t = tenants.add(plan="pro", status="trialing", trial_ends_at=ends)
+    sub = subscribe(stripe_client, prices, t, "pro", converted=False, trial_end=ends)
+    tenants._exec("UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (sub, t))
+
+    result = trial_expiry.expire_trials(conn, stripe_client, ends + timedelta(seconds=1), tenant_ids=[t])
+
+    assert (result.expired, result.extended, result.subscriptions_cancelled) == (1, 0, 1)
+    assert trial_row(primary_dsn, t) == ("free", "active", ends)
+    assert stripe_client.v1.subscriptions.retrieve(sub).status == "canceled"
+
+
+def test_an_as_of_without_a_time_zone_is_refused(conn, stripe_client):
+    with pytest.raises(ValueError, match="no time zone"):
+        trial_expiry.expire_trials(conn, stripe_client, datetime(2026, 1, 5, 3), tenant_ids=[0])
 
 
 def test_a_rerun_changes_nothing_and_mails_once(conn, tenants, primary_dsn, stripe_client, ctx, mail_sink):
@@ -142,7 +205,7 @@ def test_stripe_answering_500_fails_the_run_with_nothing_applied_and_the_next_ru
     ids = []
     for converted in (True, False):
         t = tenants.add(plan="pro", status="trialing", trial_ends_at=ended)
-        sub = subscribe(stripe_client, prices, t, "pro", converted=converted)
+        sub = subscribe(stripe_client, prices, t, "pro", converted=converted, trial_end=ended)
         tenants._exec("UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (sub, t))
         ids.append(t)
     faulty = stripe_billing.make_client(context.STRIPE_SECRET_KEY, stripe_faults.url, retries=0, timeout=5)
@@ -176,7 +239,7 @@ def test_stripe_calls_go_through_a_bounded_pool_and_every_cancel_keeps_its_idemp
     ids = []
     for i in range(12):
         t = tenants.add(plan="pro", status="trialing", trial_ends_at=ended)
-        sub = subscribe(stripe_client, prices, t, "pro", converted=i % 3 == 0)
+        sub = subscribe(stripe_client, prices, t, "pro", converted=i % 3 == 0, trial_end=ended)
         tenants._exec("UPDATE tenants SET stripe_subscription_id = %s WHERE id = %s", (sub, t))
         ids.append(t)
     client = stripe_billing.make_client(context.STRIPE_SECRET_KEY, stripe_faults.url, retries=0)

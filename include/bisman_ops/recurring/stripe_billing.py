@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import stripe
 
@@ -30,6 +31,7 @@ class SubscriptionState:
     subscription_id: str
     status: str  # a Stripe status, or "missing" when Stripe has no such subscription
     plan: str | None
+    trial_end: datetime | None = None  # Stripe's own end of the trial (support may have moved it)
 
 
 def client_from_connection(conn_id: str = config.STRIPE_CONN_ID) -> stripe.StripeClient:
@@ -64,7 +66,9 @@ def plan_of(subscription: dict) -> str | None:
 
 def _state(sub) -> SubscriptionState:
     data = sub.to_dict() if hasattr(sub, "to_dict") else sub  # SDK objects are not dicts
-    return SubscriptionState(data["id"], data["status"], plan_of(data))
+    trial_end = data.get("trial_end")  # unix seconds, or null for a subscription that had no trial
+    return SubscriptionState(data["id"], data["status"], plan_of(data),
+                             datetime.fromtimestamp(trial_end, UTC) if trial_end is not None else None)
 
 
 def subscription_states(

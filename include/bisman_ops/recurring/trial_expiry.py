@@ -1,10 +1,13 @@
 """Trial expiry: trials that ended become ``free``/``active``, or, when the tenant's Stripe
-subscription is active, ``active`` on that subscription's plan.
+subscription is active, ``active`` on that subscription's plan. A trial whose end Stripe has moved
+later (support extended it there; the database still has the old date) is not ended: the tenant
+stays ``trialing`` with Stripe's ``trial_end`` (a ``trial.extended`` event, no mail).
 
 Per page of expired trials: each trial with a subscription is asked of Stripe through one bounded
-pool of workers for the whole run (its state, then, if it did not convert and is still open, a
-cancel with an idempotency key per subscription and trial), while the previous page is applied:
-every outcome of a page in one statement with its ``trial.expired``/``trial.converted`` event. A
+pool of workers for the whole run (its state, then, if it did not convert, is still open and its
+Stripe ``trial_end`` has passed too, a cancel with an idempotency key per subscription and trial),
+while the previous page is applied: every outcome of a page in one statement with its
+``trial.expired``/``trial.converted``/``trial.extended`` event. A
 Stripe failure for a tenant leaves that tenant untouched in the database (nothing half-applied)
 and fails the run at the end, after the others are applied.
 Mails go out afterwards from the recorded events (``notify``), each recorded as
@@ -32,10 +35,11 @@ CANCEL_STATUSES = ("trialing", "past_due", "unpaid", "incomplete")
 @dataclass(frozen=True)
 class TrialOutcome:
     tenant_id: int
-    event_type: str  # trial.expired | trial.converted
-    new_plan: str
+    event_type: str  # trial.expired | trial.converted | trial.extended
+    new_plan: str | None  # None: the plan stays (an extended trial)
     dedup_key: str
     payload: dict
+    new_trial_ends_at: datetime | None = None  # an extended trial's end, from Stripe
 
 
 @dataclass
@@ -43,6 +47,7 @@ class TrialExpiryResult:
     as_of: datetime
     expired: int = 0
     converted: int = 0
+    extended: int = 0  # still trialing in Stripe: the database took Stripe's trial_end
     subscriptions_cancelled: int = 0
     stripe_failures: list[str] = field(default_factory=list)
 
@@ -59,6 +64,8 @@ def expire_trials(conn: psycopg.Connection, stripe_client, as_of: datetime, *,
                   workers: int = stripe_billing.WORKERS) -> TrialExpiryResult:
     """End every trial over at ``as_of``. Raises ``StripeUnavailable``, after everything else is
     applied, when Stripe failed for some tenants (those are left exactly as they were)."""
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of {as_of!r} has no time zone: trial ends are compared as instants")
     result = TrialExpiryResult(as_of=as_of)
     after_id = 0
     previous = None
@@ -72,15 +79,15 @@ def expire_trials(conn: psycopg.Connection, stripe_client, as_of: datetime, *,
             current = None
             if trials:
                 after_id = trials[-1]["tenant_id"]
-                current = [(t, pool.submit(_ask_stripe, stripe_client, t) if t["stripe_subscription_id"]
-                            else None) for t in trials]
+                current = [(t, pool.submit(_ask_stripe, stripe_client, t, as_of)
+                            if t["stripe_subscription_id"] else None) for t in trials]
             if previous:
-                _apply(conn, _decide(previous, result), as_of, result)
+                _apply(conn, _decide(previous, as_of, result), as_of, result)
             previous = current
             if not trials or len(trials) < page_size:
                 break
         if previous:
-            _apply(conn, _decide(previous, result), as_of, result)
+            _apply(conn, _decide(previous, as_of, result), as_of, result)
     if result.stripe_failures:
         raise StripeUnavailable(
             f"{len(result.stripe_failures)} trial(s) left as they were because Stripe failed "
@@ -92,19 +99,29 @@ def _trial_key(t: dict) -> str:
     return f"{t['tenant_id']}:{t['trial_ends_at'].isoformat()}"
 
 
-def _ask_stripe(stripe_client, t: dict) -> tuple[stripe_billing.SubscriptionState, bool]:
+def _trial_running_in_stripe(state: stripe_billing.SubscriptionState | None, as_of: datetime) -> bool:
+    """Stripe's own trial_end is still ahead of ``as_of``: the trial was extended there, so it is
+    not over whatever the database says. The status alone is not the test: Stripe keeps a
+    subscription ``trialing`` a little past its trial_end (until it has invoiced the first period),
+    and such a trial is over."""
+    return (state is not None and state.status in CANCEL_STATUSES
+            and state.trial_end is not None and state.trial_end > as_of)
+
+
+def _ask_stripe(stripe_client, t: dict, as_of: datetime) -> tuple[stripe_billing.SubscriptionState, bool]:
     """The trial's subscription state, and whether it was cancelled now (a still-open subscription
-    of a trial that did not convert; the idempotency key per subscription and trial makes a retry,
-    here or in a later run, a no-op at Stripe). Raises ``StripeUnavailable``."""
+    of a trial that did not convert and is over in Stripe too; the idempotency key per subscription
+    and trial makes a retry, here or in a later run, a no-op at Stripe). Raises ``StripeUnavailable``."""
     state = stripe_billing.subscription_state(stripe_client, t["stripe_subscription_id"])
-    if state.status in CANCEL_STATUSES:
+    if state.status in CANCEL_STATUSES and not _trial_running_in_stripe(state, as_of):
         key = f"bisman-trial-expiry-cancel-{t['stripe_subscription_id']}-{_trial_key(t)}"
         stripe_billing.cancel_subscription(stripe_client, t["stripe_subscription_id"], key)
         return state, True
     return state, False
 
 
-def _decide(page: list[tuple[dict, Future | None]], result: TrialExpiryResult) -> list[TrialOutcome]:
+def _decide(page: list[tuple[dict, Future | None]], as_of: datetime,
+            result: TrialExpiryResult) -> list[TrialOutcome]:
     """The outcome of each trial whose Stripe calls succeeded; the others are left out (untouched)."""
     outcomes: list[TrialOutcome] = []
     for t, future in page:
@@ -123,6 +140,13 @@ def _decide(page: list[tuple[dict, Future | None]], result: TrialExpiryResult) -
             outcomes.append(TrialOutcome(t["tenant_id"], "trial.converted", state.plan,
                                          f"trial.converted:{trial_key}", {**base, "plan": state.plan}))
             continue
+        if _trial_running_in_stripe(state, as_of):
+            # Keyed by the trial it extends: a repeat is a no-op, a later extension a new event.
+            outcomes.append(TrialOutcome(
+                t["tenant_id"], "trial.extended", None, f"trial.extended:{trial_key}",
+                {**base, "plan": t["plan"], "new_trial_ends_at": state.trial_end.isoformat()},
+                new_trial_ends_at=state.trial_end))
+            continue
         result.subscriptions_cancelled += cancelled
         outcomes.append(TrialOutcome(t["tenant_id"], "trial.expired", "free", f"trial.expired:{trial_key}",
                                      {**base, "plan": "free", "subscription_cancelled": cancelled}))
@@ -139,6 +163,7 @@ def _apply(conn: psycopg.Connection, outcomes: list[TrialOutcome], as_of: dateti
             "as_of": as_of,
             "tenant_ids": [o.tenant_id for o in outcomes],
             "new_plans": [o.new_plan for o in outcomes],
+            "new_trial_ends": [o.new_trial_ends_at for o in outcomes],
             "event_types": [o.event_type for o in outcomes],
             "payloads": [Jsonb(o.payload) for o in outcomes],
             "dedup_keys": [o.dedup_key for o in outcomes],
@@ -148,6 +173,8 @@ def _apply(conn: psycopg.Connection, outcomes: list[TrialOutcome], as_of: dateti
         if o.tenant_id in applied:
             if o.event_type == "trial.converted":
                 result.converted += 1
+            elif o.event_type == "trial.extended":
+                result.extended += 1
             else:
                 result.expired += 1
 
