@@ -69,15 +69,16 @@ def send_email(
     """Send one mail to ``to`` through the SMTP connection ``conn_id``.
 
     ``body_html`` is the HTML body; without it the plain text is sent as preformatted HTML (the
-    provider's hook sends an HTML part). Timeouts come from the connection's ``timeout`` extra.
+    provider's hook sends an HTML part). Timeouts come from the connection's ``timeout`` extra. The
+    server's certificate is verified (``clients.smtp_tls``: the connection's ``ca_file`` extra, else
+    the system trust store) before the hook logs in.
     """
     recipients = [addr for addr in to if addr]
     if not recipients:
         raise ValueError(f"no recipients for mail {subject!r}")
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     content = body_html if body_html is not None else _text_as_html(body_text)
-    hook = SmtpHook(smtp_conn_id=conn_id)
+    hook = _verifying_smtp_hook(conn_id)
     secret = None
     try:
         with hook:
@@ -114,6 +115,29 @@ def send_slack(text: str, *, blocks: list[dict] | None = None, conn_id: str = co
             f"Slack message not posted through connection {conn_id!r}: {_redact(exc, secret)}; "
             f"check the webhook URL and that Slack (or the sink) is reachable"
         ) from None
+
+
+def _verifying_smtp_hook(conn_id: str):
+    """The provider's ``SmtpHook`` with our TLS: its own context cannot take a private CA and
+    honours ``ssl_context: none``; a login without SSL or STARTTLS is refused before connecting."""
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    from bisman_ops.clients import smtp_tls
+
+    class VerifyingSmtpHook(SmtpHook):
+        def get_conn(self) -> SmtpHook:
+            if not self._smtp_client:
+                conn = self.get_connection(self.smtp_conn_id)
+                extra = conn.extra_dejson or {}
+                smtp_tls.refuse_clear_login(extra, bool(conn.login and conn.password), self.smtp_conn_id)
+                smtp_tls.context(extra, self.smtp_conn_id)  # a bad ca_file fails before connecting
+            return super().get_conn()
+
+        # Used by the provider (3.2) for SMTP_SSL and for STARTTLS alike.
+        def _build_ssl_context(self):
+            return smtp_tls.context(self.conn.extra_dejson or {}, self.smtp_conn_id)
+
+    return VerifyingSmtpHook(smtp_conn_id=conn_id)
 
 
 def _text_as_html(text: str) -> str:

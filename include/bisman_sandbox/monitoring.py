@@ -3,7 +3,8 @@
 Prometheus scrapes the sandbox application (job ``bisman-app``), itself and Alertmanager, and
 loads alert rules from ``rules_dir(ctx)``: the rollout delivers its rule files there and calls
 ``reload_prometheus``. Rule files are delivered state, not configuration, so ``up`` keeps them.
-Alertmanager routes every alert to the team by email (SMTP sink, with AUTH) and Slack (sink).
+Alertmanager routes every alert to the team by email (SMTP sink: STARTTLS verified against the
+sink's CA, then AUTH) and Slack (sink).
 Intervals are seconds rather than minutes so an alert reaches both sinks within ~15 s.
 """
 
@@ -167,7 +168,8 @@ def alertmanager_config(ctx: SandboxContext) -> dict:
             "smtp_from": mail_from,
             "smtp_auth_username": sinks.SMTP_USER,
             "smtp_auth_password": sinks.SMTP_PASSWORD,
-            "smtp_require_tls": False,
+            # STARTTLS before AUTH, the sink's certificate checked against its CA (host 127.0.0.1).
+            "smtp_require_tls": True,
         },
         "route": {
             "receiver": "team",
@@ -181,7 +183,9 @@ def alertmanager_config(ctx: SandboxContext) -> dict:
         "receivers": [{
             "name": "team",
             # A text part beside Alertmanager's HTML one, so mail readers and tests get plain lines.
-            "email_configs": [{"to": team_email, "send_resolved": True, "text": EMAIL_TEXT}],
+            "email_configs": [{"to": team_email, "send_resolved": True, "text": EMAIL_TEXT,
+                               "tls_config": {"ca_file": str(sinks.ca_file(ctx)),
+                                              "insecure_skip_verify": False}}],
             "slack_configs": [{
                 "api_url": sinks.webhook_url(ctx, "T0SANDBOX/B0ALERTS/alertmanager"),
                 "channel": SLACK_CHANNEL,

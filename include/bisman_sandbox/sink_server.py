@@ -1,10 +1,12 @@
 """The mail and Slack sink: one process, a real SMTP server and a Slack incoming-webhook look-alike.
 
 Run by ``bisman_sandbox.sinks``:
-``python -m bisman_sandbox.sink_server --smtp-port P --http-port Q --state-dir D``.
+``python -m bisman_sandbox.sink_server --smtp-port P --http-port Q --state-dir D --cert-dir C``.
 
-SMTP (aiosmtpd) requires AUTH LOGIN/PLAIN with the sandbox credentials and no TLS, so a wrong
-password fails the way it would against a real relay. The HTTP side answers ``POST /services/...``
+SMTP (aiosmtpd) requires STARTTLS (a certificate of the sandbox's own CA, ``local_ca``, in ``C``:
+clients verify it with ``C/root.pem``) and then AUTH LOGIN/PLAIN with the sandbox credentials, so a
+wrong password, or a client that would log in without TLS, fails the way it would against a real
+relay. The HTTP side answers ``POST /services/...``
 like Slack (``ok``, or 400 ``invalid_payload``/``no_text``) and exposes what it caught at
 ``/_sink/mail`` and ``/_sink/slack`` (GET lists, DELETE clears). Captures are JSONL files in the
 state dir, so they survive a restart of this process.
@@ -19,8 +21,8 @@ import json
 import logging
 import re
 import signal
+import ssl
 import threading
-import warnings
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -87,6 +89,7 @@ class MailHandler:
             "header_from": str(msg.get("from", "")),
             "header_to": str(msg.get("to", "")),
             "auth_login": login.decode() if isinstance(login, bytes) else login,
+            "tls": session.ssl is not None,
             "received_at": _now(),
         })
         log.info("mail captured: %s -> %s", envelope.mail_from, envelope.rcpt_tos)
@@ -197,22 +200,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smtp-port", type=int, required=True)
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--cert-dir", type=Path, required=True, help="chain.pem and leaf.key (local_ca)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     mail = CaptureFile(args.state_dir / "mail.jsonl")
     slack = CaptureFile(args.state_dir / "slack.jsonl")
 
-    # aiosmtpd warns, at every connection, about AUTH without TLS: the sandbox relay has no TLS on purpose.
-    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
-    logging.getLogger("mail.log").addFilter(lambda record: "auth_require_tls" not in record.getMessage())
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    tls.load_cert_chain(args.cert_dir / "chain.pem", args.cert_dir / "leaf.key")
     smtp = RelayController(
         MailHandler(mail),
         hostname=HOST,
         port=args.smtp_port,
         authenticator=authenticate,
         auth_required=True,
-        auth_require_tls=False,
+        tls_context=tls,
+        require_starttls=True,  # nothing but EHLO, NOOP, STARTTLS and QUIT before TLS
+        auth_require_tls=True,
         ready_timeout=10.0,
     )
     smtp.start()

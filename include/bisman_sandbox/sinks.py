@@ -1,7 +1,8 @@
 """Mail and Slack sinks: where the sandbox's alerts, reports and notifications land.
 
-One background process (``sink_server``) serves a real SMTP server that requires AUTH with
-``SMTP_USER``/``SMTP_PASSWORD`` and a Slack incoming-webhook look-alike. Tests and the e2e
+One background process (``sink_server``) serves a real SMTP server that requires STARTTLS (a
+certificate of a sandbox CA of its own, trusted through ``ca_file``) and then AUTH with
+``SMTP_USER``/``SMTP_PASSWORD``, and a Slack incoming-webhook look-alike. Tests and the e2e
 checks read what arrived with ``captured_mail``/``captured_slack`` (or wait for it with
 ``wait_for_mail``/``wait_for_slack``) and reset with ``clear``.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import requests
 
 from bisman_ops import config
+from bisman_sandbox import local_ca
 from bisman_sandbox.context import HOST, SandboxContext
 from bisman_sandbox.process import (
     SandboxError,
@@ -37,7 +39,17 @@ HTTP_TIMEOUT = 5.0
 INCLUDE_DIR = Path(__file__).resolve().parents[1]
 
 
+def cert_dir(ctx: SandboxContext) -> Path:
+    return ctx.state_dir / "smtp-tls"
+
+
+def ca_file(ctx: SandboxContext) -> Path:
+    """The root that signs the SMTP sink's certificate: what its clients verify it with."""
+    return cert_dir(ctx) / "root.pem"
+
+
 def up(ctx: SandboxContext) -> dict[str, str]:
+    local_ca.ensure(cert_dir(ctx), ("localhost", HOST))
     if not is_running(ctx, PROCESS):
         start_process(
             ctx,
@@ -47,12 +59,13 @@ def up(ctx: SandboxContext) -> dict[str, str]:
                 "--smtp-port", str(ctx.port("smtp")),
                 "--http-port", str(ctx.port("slack")),
                 "--state-dir", str(state_dir(ctx)),
+                "--cert-dir", str(cert_dir(ctx)),
             ],
             env={"PYTHONPATH": _pythonpath()},
         )
     wait_until(lambda: healthy(ctx), timeout=20.0, what=f"mail/Slack sink ({PROCESS})")
     return {
-        "smtp sink": f"{HOST}:{ctx.port('smtp')} (AUTH {SMTP_USER}, no TLS)",
+        "smtp sink": f"{HOST}:{ctx.port('smtp')} (STARTTLS, CA {ca_file(ctx)}; AUTH {SMTP_USER})",
         "slack sink": f"{webhook_url(ctx)} (captures: {ctx.url('slack')}/_sink/mail, /_sink/slack)",
     }
 
@@ -82,10 +95,12 @@ def connections(ctx: SandboxContext) -> dict[str, dict]:
             "port": ctx.port("smtp"),
             "login": SMTP_USER,
             "password": SMTP_PASSWORD,
-            # SmtpHook: disable_ssl -> plain smtplib.SMTP, disable_tls -> no STARTTLS.
+            # SmtpHook: disable_ssl -> smtplib.SMTP, then STARTTLS; ca_file: the sink's own CA, which
+            # bisman_ops' SMTP logins verify the certificate with (bisman_ops.clients.smtp_tls).
             "extra": {
                 "disable_ssl": True,
-                "disable_tls": True,
+                "disable_tls": False,
+                "ca_file": str(ca_file(ctx)),
                 "from_email": config.DEFAULT_MAIL_FROM,
                 "timeout": 10,
                 "retry_limit": 1,

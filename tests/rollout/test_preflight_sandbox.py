@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from bisman_ops.change.errors import CheckFailed
+from bisman_ops.clients import smtp_tls
 from bisman_ops.naming import ResourceNames
 from bisman_ops.rollout import preflight
 from bisman_sandbox import aws, sinks
@@ -112,9 +113,52 @@ def test_a_denied_read_call_is_reported_denied_and_a_business_error_counts_as_al
     assert [call for call, result in probes.items() if result != "allowed"] == ["s3:ListObjectsV2"]
 
 
+def sink_tls(ctx):
+    """A context verifying the SMTP sink's certificate, as the sandbox's smtp_default gives it."""
+    return smtp_tls.context({"ca_file": str(sinks.ca_file(ctx))})
+
+
 def test_smtp_credentials_really_log_in_and_a_wrong_password_is_refused_without_echo(ctx):
-    port = ctx.port("smtp")
-    assert preflight.smtp_logs_in(HOST, port, sinks.SMTP_USER, sinks.SMTP_PASSWORD)["login"] == "accepted"
+    port, tls = ctx.port("smtp"), sink_tls(ctx)
+    accepted = preflight.smtp_logs_in(HOST, port, sinks.SMTP_USER, sinks.SMTP_PASSWORD,
+                                      starttls=True, tls=tls)
+    assert (accepted["login"], accepted["tls"]) == ("accepted", "STARTTLS")
     with pytest.raises(CheckFailed, match="credentials refused") as excinfo:
-        preflight.smtp_logs_in(HOST, port, sinks.SMTP_USER, "wrong-password-123")
+        preflight.smtp_logs_in(HOST, port, sinks.SMTP_USER, "wrong-password-123", starttls=True, tls=tls)
     assert "wrong-password-123" not in str(excinfo.value)
+
+
+def auth_attempts(ctx, user: str) -> int:
+    """How many AUTH commands for ``user`` reached the sink (it logs each, never the password)."""
+    return (ctx.log_dir / f"{sinks.PROCESS}.log").read_text().count(f"for {user.encode()!r}")
+
+
+def test_a_login_to_a_server_whose_certificate_does_not_verify_is_refused_before_the_password(ctx):
+    """issue 23 point 7: the sink's certificate is signed by the sandbox's SMTP CA, which neither the
+    system trust store nor another CA (the HTTPS listener's) vouches for: the login stops at the TLS
+    handshake and the server never sees an AUTH."""
+    from bisman_sandbox import tls_listener
+
+    port, user = ctx.port("smtp"), f"probe-{uuid.uuid4().hex[:8]}"
+    other_ca = smtp_tls.context({"ca_file": str(tls_listener.cert_dir(ctx) / "root.pem")})
+    for tls in (None, other_ca):  # None: the system trust store
+        with pytest.raises(CheckFailed) as refused:
+            preflight.smtp_logs_in(HOST, port, user, "never-sent-password", starttls=True, tls=tls)
+        assert refused.value.seen.startswith("TLS certificate not verified (")
+        assert refused.value.seen.endswith("); the password was not sent")
+    assert auth_attempts(ctx, user) == 0
+    # The same probe with the sink's CA gets as far as AUTH (refused: no such user; smtplib tries
+    # each mechanism), so the count above would have seen it.
+    with pytest.raises(CheckFailed, match="credentials refused"):
+        preflight.smtp_logs_in(HOST, port, user, "never-sent-password", starttls=True, tls=sink_tls(ctx))
+    assert auth_attempts(ctx, user) > 0
+
+
+def test_a_login_without_ssl_or_starttls_is_refused_and_a_connection_without_certificate_check(ctx):
+    with pytest.raises(CheckFailed, match="neither SSL nor STARTTLS enabled") as refused:
+        preflight.smtp_logs_in(HOST, ctx.port("smtp"), sinks.SMTP_USER, sinks.SMTP_PASSWORD)
+    assert "the password was not sent" in refused.value.next_step
+    with pytest.raises(smtp_tls.SmtpTlsError, match="sets ssl_context: none"):
+        smtp_tls.context({"ssl_context": "none"}, "smtp_default")
+    with pytest.raises(smtp_tls.SmtpTlsError, match=r"ca_file /nowhere/ca\.pem is not a readable file"):
+        smtp_tls.context({"ca_file": "/nowhere/ca.pem"}, "smtp_default")

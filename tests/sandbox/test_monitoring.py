@@ -94,9 +94,12 @@ def test_alertmanager_routes_every_alert_to_the_smtp_and_slack_sinks(ctx):
     status = api(ctx, "alertmanager", "/api/v2/status")
     loaded = yaml.safe_load(status["config"]["original"])
     assert loaded["global"]["smtp_smarthost"] == f"127.0.0.1:{ctx.port('smtp')}"
-    assert loaded["global"]["smtp_require_tls"] is False
+    # issue 23 point 7: STARTTLS before AUTH, the sink's certificate checked against its CA.
+    assert loaded["global"]["smtp_require_tls"] is True
     (receiver,) = [r for r in loaded["receivers"] if r["name"] == loaded["route"]["receiver"]]
     assert [c["to"] for c in receiver["email_configs"]] == [config.DEFAULT_TEAM_EMAIL]
+    assert [c["tls_config"]["ca_file"] for c in receiver["email_configs"]] == [str(sinks.ca_file(ctx))]
+    assert not any(c["tls_config"].get("insecure_skip_verify") for c in receiver["email_configs"])
     assert [c["channel"] for c in receiver["slack_configs"]] == [monitoring.SLACK_CHANNEL]
     # Sub-routes only tune timing (the canary's repeat); none may divert an alert elsewhere.
     assert {r["receiver"] for r in loaded["route"].get("routes", [])} <= {receiver["name"]}
@@ -126,7 +129,7 @@ def test_rule_file_delivered_and_reloaded_fires_and_reaches_mail_and_slack(ctx, 
     mail = sinks.wait_for_mail(ctx, lambda m: alert in m["subject"], timeout=60)
     assert mail["subject"].startswith("[FIRING:1]")
     assert mail["to"] == [config.DEFAULT_TEAM_EMAIL]
-    assert mail["auth_login"] == sinks.SMTP_USER
+    assert (mail["auth_login"], mail["tls"]) == (sinks.SMTP_USER, True)
     assert f"sandbox test alert {alert}" in mail["text"]
     post = sinks.wait_for_slack(ctx, lambda p: alert in str(p["payload"]), timeout=60)
     assert post["payload"]["channel"] == monitoring.SLACK_CHANNEL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import ssl
 import uuid
 from email.message import EmailMessage
 
@@ -41,8 +42,15 @@ def mail(subject: str, body: str = "sandbox body") -> EmailMessage:
     return msg
 
 
-def smtp(ctx) -> smtplib.SMTP:
+def plain(ctx) -> smtplib.SMTP:
     return smtplib.SMTP(HOST, ctx.port("smtp"), timeout=10)
+
+
+def smtp(ctx) -> smtplib.SMTP:
+    """A client after STARTTLS, the sink's certificate verified with the sink's CA."""
+    client = plain(ctx)
+    client.starttls(context=ssl.create_default_context(cafile=sinks.ca_file(ctx)))
+    return client
 
 
 def subjects(ctx) -> list[str]:
@@ -64,7 +72,18 @@ def test_mail_sent_after_auth_is_captured_with_sender_recipients_subject_and_bod
     assert got["to"] == ["ops@bisman.example", "cc@bisman.example"]
     assert got["text"].strip() == "line one\nline two"
     assert got["auth_login"] == sinks.SMTP_USER
+    assert got["tls"] is True
     assert got["received_at"]
+
+
+def test_nothing_but_starttls_is_accepted_before_tls_so_no_password_crosses_in_clear(ctx):
+    with plain(ctx) as s:
+        s.ehlo()
+        assert s.has_extn("starttls") and not s.has_extn("auth")  # AUTH is offered only over TLS
+        with pytest.raises(smtplib.SMTPNotSupportedError):
+            s.login(sinks.SMTP_USER, sinks.SMTP_PASSWORD)  # smtplib stops: nothing was sent
+        assert s.docmd("AUTH", "PLAIN")[0] == 530
+        assert s.mail(config.DEFAULT_MAIL_FROM)[0] == 530
 
 
 def test_wrong_password_is_refused(ctx):
@@ -81,28 +100,64 @@ def test_mail_without_auth_is_refused_and_not_captured(ctx):
     assert subject not in subjects(ctx)
 
 
-def test_airflow_smtp_hook_logs_in_and_sends_through_the_sandbox_connection(ctx, airflow_connections):
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
+def test_messaging_logs_in_over_verified_starttls_and_sends_through_the_sandbox_connection(
+        ctx, airflow_connections):
+    from bisman_ops import messaging
 
     subject = f"smtp hook {uuid.uuid4().hex}"
-    with SmtpHook(smtp_conn_id=config.SMTP_CONN_ID) as hook:
-        hook.send_email_smtp(to="team@bisman.example", subject=subject,
-                             html_content="<p>quota <b>80%</b></p>")
+    messaging.send_email(["team@bisman.example"], subject, "quota 80%", "<p>quota <b>80%</b></p>")
 
     got = sinks.wait_for_mail(ctx, lambda m: m["subject"] == subject, timeout=5)
     assert got["from"] == config.DEFAULT_MAIL_FROM
     assert got["to"] == ["team@bisman.example"]
     assert got["text"] == "quota 80%"
-    assert got["auth_login"] == sinks.SMTP_USER
+    assert (got["auth_login"], got["tls"]) == (sinks.SMTP_USER, True)
 
 
-def test_airflow_smtp_hook_fails_with_a_wrong_password(ctx, monkeypatch):
+def test_the_providers_hook_alone_cannot_verify_the_sinks_certificate(ctx, airflow_connections):
+    """Why messaging wraps SmtpHook: the provider's context knows only the system trust store."""
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-    conn = {**sinks.connections(ctx)[config.SMTP_CONN_ID], "password": "wrong"}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{config.SMTP_CONN_ID.upper()}", json.dumps(conn))
-    with pytest.raises(smtplib.SMTPAuthenticationError), SmtpHook(smtp_conn_id=config.SMTP_CONN_ID):
+    with pytest.raises(ssl.SSLCertVerificationError), SmtpHook(smtp_conn_id=config.SMTP_CONN_ID):
         pass
+
+
+def test_messaging_fails_with_a_wrong_password_without_echoing_it(ctx, monkeypatch):
+    from bisman_ops import messaging
+
+    conn = {**sinks.connections(ctx)[config.SMTP_CONN_ID], "password": "wrong-password-4711"}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{config.SMTP_CONN_ID.upper()}", json.dumps(conn))
+    with pytest.raises(messaging.MessagingError, match="SMTPAuthenticationError") as failed:
+        messaging.send_email(["team@bisman.example"], "wrong password", "x")
+    assert "wrong-password-4711" not in str(failed.value)
+
+
+def auth_attempts(ctx, user: str) -> int:
+    """How many AUTH commands for ``user`` reached the sink (it logs each, never the password)."""
+    return (ctx.log_dir / f"{sinks.PROCESS}.log").read_text().count(f"for {user.encode()!r}")
+
+
+@pytest.mark.parametrize(("extra", "error"), [
+    ({"ca_file": "HTTPS listener's root"}, r"SSLCertVerificationError: .*certificate verify failed"),
+    ({"ssl_context": "none"}, r"sets ssl_context: none \(no certificate check\)"),
+    ({"disable_tls": True}, r"disables both SSL \(disable_ssl\) and STARTTLS \(disable_tls\)"),
+], ids=["another CA", "ssl_context none", "no TLS at all"])
+def test_messaging_refuses_a_server_it_cannot_verify_before_the_password_is_sent(ctx, monkeypatch, extra,
+                                                                                 error):
+    """issue 23 point 7: mail goes out only over TLS whose certificate checked out."""
+    from bisman_ops import messaging
+    from bisman_sandbox import tls_listener
+
+    if extra.get("ca_file"):
+        extra = {"ca_file": str(tls_listener.cert_dir(ctx) / "root.pem")}
+    user = f"probe-{uuid.uuid4().hex[:8]}"
+    conn = sinks.connections(ctx)[config.SMTP_CONN_ID]
+    conn = {**conn, "login": user, "password": "never-sent-password", "extra": {**conn["extra"], **extra}}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{config.SMTP_CONN_ID.upper()}", json.dumps(conn))
+    with pytest.raises(messaging.MessagingError, match=error) as failed:
+        messaging.send_email(["team@bisman.example"], f"refused {user}", "x")
+    assert "never-sent-password" not in str(failed.value)
+    assert auth_attempts(ctx, user) == 0
 
 
 def test_slack_webhook_hook_post_is_captured_with_its_path(ctx, airflow_connections):

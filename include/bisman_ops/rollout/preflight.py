@@ -15,6 +15,7 @@ import json
 import secrets
 import smtplib
 import socket
+import ssl
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -407,32 +408,58 @@ def smtp_logs_in(
     *,
     use_ssl: bool = False,
     starttls: bool = False,
+    tls: ssl.SSLContext | None = None,
     timeout: float = SMTP_TIMEOUT_S,
     label: str = "SMTP",
 ) -> dict:
-    """Log in to the SMTP server for real. Raises CheckFailed naming the server, never the password."""
+    """Log in to the SMTP server for real, over SSL or STARTTLS with ``tls`` (default: verifying
+    against the system trust store; ``bisman_ops.clients.smtp_tls.context``), so the server's
+    certificate is checked before the password is sent. Raises CheckFailed naming the server, never
+    the password."""
+    from bisman_ops.clients import smtp_tls
+
+    where, measured = f"{label} login at {host}:{port}", {"smtp_server": f"{host}:{port}"}
+    if not (use_ssl or starttls):
+        raise CheckFailed(where, "neither SSL nor STARTTLS enabled", "a login over TLS",
+                          "Enable SSL or STARTTLS on the smtp_default connection (its disable_ssl and "
+                          "disable_tls extras), then clear this task; the password was not sent", measured)
+    tls = tls or smtp_tls.context({})
     try:
-        smtp_class = smtplib.SMTP_SSL if use_ssl else smtplib.SMTP
-        with smtp_class(host, port, timeout=timeout) as smtp:
+        if use_ssl:
+            smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=tls)
+        else:
+            smtp = smtplib.SMTP(host, port, timeout=timeout)
+        with smtp:
             smtp.ehlo()
             if starttls:
-                smtp.starttls()
+                smtp.starttls(context=tls)  # smtplib's own default would verify nothing
                 smtp.ehlo()
             smtp.login(user, password)
     except smtplib.SMTPAuthenticationError as exc:
         raise CheckFailed(
-            f"{label} login at {host}:{port}", f"credentials refused (SMTP {exc.smtp_code})",
+            where, f"credentials refused (SMTP {exc.smtp_code})",
             "login accepted",
             "Fix them in Secrets Manager or the connection, then clear this task",
-            {"smtp_server": f"{host}:{port}", "smtp_code": exc.smtp_code},
+            {**measured, "smtp_code": exc.smtp_code},
         ) from None
+    except smtplib.SMTPNotSupportedError:
+        raise CheckFailed(where, "the server offers no STARTTLS; the password was not sent",
+                          "a login over TLS",
+                          "Enable STARTTLS on the server, or SSL on the connection, then clear this task",
+                          measured) from None
     except (OSError, smtplib.SMTPException) as exc:
+        if refused := smtp_tls.verify_failure(exc):
+            raise CheckFailed(
+                where, f"TLS certificate not verified ({refused}); the password was not sent",
+                "a certificate that verifies against the connection's ca_file or the system trust store",
+                "Fix the server's certificate, or set the smtp_default connection's ca_file extra to the "
+                "CA that issued it, then clear this task", measured,
+            ) from None
         raise CheckFailed(
-            f"{label} login at {host}:{port}", f"failed ({type(exc).__name__})", "login accepted",
-            "Check the server and the smtp_default connection, then clear this task",
-            {"smtp_server": f"{host}:{port}"},
+            where, f"failed ({type(exc).__name__})", "login accepted",
+            "Check the server and the smtp_default connection, then clear this task", measured,
         ) from None
-    return {"smtp_server": f"{host}:{port}", "login": "accepted"}
+    return {**measured, "login": "accepted", "tls": "SSL" if use_ssl else "STARTTLS"}
 
 
 def generate_secret_values(keys: list[str]) -> dict[str, str]:
@@ -650,6 +677,7 @@ def app_secrets_valid(settings: dict) -> Result:
     from airflow.sdk import BaseHook
 
     from bisman_ops import config
+    from bisman_ops.clients import smtp_tls
 
     s = RolloutSettings.from_dict(settings)
     values = read_app_secret(aws("secretsmanager"), s.names.app_secret_name)
@@ -671,10 +699,15 @@ def app_secrets_valid(settings: dict) -> Result:
     if smtp.login:
         logins.append((f"alert connection {config.SMTP_CONN_ID}", smtp.login, smtp.password or ""))
     measured["smtp"] = {}
+    try:
+        tls = smtp_tls.context(extra, config.SMTP_CONN_ID)  # the connection's CA, or the system's
+    except smtp_tls.SmtpTlsError as exc:
+        problems.append(str(exc))
+        logins = []  # no login without a certificate check
     for label, user, password in logins:
         try:
             measured["smtp"][label] = smtp_logs_in(smtp.host, int(smtp.port or 25), user, password,
-                                                   use_ssl=use_ssl, starttls=starttls, label=label)
+                                                   use_ssl=use_ssl, starttls=starttls, tls=tls, label=label)
         except CheckFailed as exc:
             problems.append(f"{exc.checked}: {exc.seen}")
     fail_unless(problems, f"application secrets in {s.names.app_secret_name}",
