@@ -147,6 +147,33 @@ def test_application_schema_migration_creates_the_contract_tables(scratch_dsn):
     } <= tables(scratch_dsn)
 
 
+
+def test_usage_rows_get_updated_at_from_the_database_on_every_change(scratch_dsn):
+    """issue 23 point 11: the daily aggregation finds late usage by updated_at, so the database sets
+    it (whatever the writer sent, or left out), and keeps it when an update changes nothing."""
+    migrations.migrate(scratch_dsn)
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        def stamp():
+            return conn.execute("SELECT updated_at FROM client_daily_usage").fetchone()[0]
+
+        conn.execute("INSERT INTO tenants (id, slug, name, plan, status) "
+                     "VALUES (1, 't', 'T', 'free', 'active')")
+        before = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        conn.execute("INSERT INTO client_daily_usage (tenant_id, usage_date, metric, quantity, updated_at) "
+                     "VALUES (1, '2026-03-01', 'api_calls', 1, '2001-01-01')")
+        inserted = stamp()
+        assert inserted >= before
+
+        conn.execute("UPDATE client_daily_usage SET quantity = 2")  # updated_at left out
+        updated = stamp()
+        assert updated > inserted
+        conn.execute("UPDATE client_daily_usage SET quantity = 3, updated_at = '2001-01-01'")
+        assert stamp() > updated
+        restamped = stamp()
+
+        conn.execute("UPDATE client_daily_usage SET quantity = 3")  # no change: nothing to re-read
+        assert stamp() == restamped
+
 def run_cli(*args: str, dsn: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bisman_ops.migrations", *args],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
@@ -32,6 +32,16 @@ def quantities(dsn, ids):
 ])
 def test_the_day_aggregated_is_the_utc_day_before_the_interval_end(start, end, day):
     assert usage_aggregation.day_for_interval(start, end) == day
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"lookback_days": -1}, "lookback_days=-1"),
+    ({"late_commit_margin": timedelta(minutes=-5)}, "late_commit_margin="),
+    ({"late_commit_margin": 3600}, "late_commit_margin=3600"),
+])
+def test_a_negative_lookback_or_margin_is_refused_naming_it(conn, kwargs, named):
+    with pytest.raises(ValueError, match=named):
+        usage_aggregation.aggregate_day(conn, date(2024, 3, 9), **kwargs)
 
 
 def test_day_rows_and_month_to_date_rows_on_29_february(conn, tenants, primary_dsn):
@@ -253,10 +263,14 @@ def test_re_running_after_catching_up_late_usage_changes_nothing(conn, tenants, 
     usage_aggregation.aggregate_day(conn, date(2024, 10, 15))
     before = usage_rows(primary_dsn, [a])
 
+    # Within the late-commit margin the 14th is read again, and that rewrites nothing ...
     again = usage_aggregation.aggregate_day(conn, date(2024, 10, 15))
-
-    assert date(2024, 10, 14) not in again.late_days
     assert usage_rows(primary_dsn, [a]) == before  # computed_at included: nothing rewritten
+    assert again.day_rows_changed == 0 and again.month_rows_changed == 0
+    # ... and once the margin has passed (0 here, rather than waiting) it is not read at all.
+    settled = usage_aggregation.aggregate_day(conn, date(2024, 10, 15), late_commit_margin=timedelta(0))
+    assert date(2024, 10, 14) not in settled.late_days
+    assert usage_rows(primary_dsn, [a]) == before
 
 
 def test_usage_changed_before_the_lookback_is_left_to_an_explicit_backfill(conn, tenants, primary_dsn):
@@ -269,3 +283,53 @@ def test_usage_changed_before_the_lookback_is_left_to_an_explicit_backfill(conn,
 
     assert date(2024, 1, 10) not in result.late_days
     assert quantities(primary_dsn, [a])[(a, "api_calls", "day", date(2024, 1, 10))] == 1
+
+
+def test_late_usage_written_without_setting_updated_at_is_picked_up(conn, tenants, primary_dsn):
+    """issue 23 point 11: updated_at comes from the database (a trigger), not from the writer."""
+    a = tenants.add()
+    tenants.usage(a, date(2023, 3, 10), "api_calls", 100)
+    tenants.usage(a, date(2023, 3, 10), "storage_mb", 5)
+    usage_aggregation.aggregate_day(conn, date(2023, 3, 10))
+    # One writer leaves updated_at alone, another sets a stale one of its own.
+    tenants._exec("UPDATE client_daily_usage SET quantity = 150 "
+                  "WHERE tenant_id = %s AND metric = 'api_calls'", (a,))
+    tenants._exec("UPDATE client_daily_usage SET quantity = 9, updated_at = '2023-03-10' "
+                  "WHERE tenant_id = %s AND metric = 'storage_mb'", (a,))
+
+    result = usage_aggregation.aggregate_day(conn, date(2023, 3, 11))
+
+    assert date(2023, 3, 10) in result.late_days
+    got = quantities(primary_dsn, [a])
+    assert got[(a, "api_calls", "day", date(2023, 3, 10))] == 150
+    assert got[(a, "storage_mb", "day", date(2023, 3, 10))] == 9
+    assert got[(a, "api_calls", "month", date(2023, 3, 1))] == 150
+
+
+def test_usage_committed_after_a_run_with_an_updated_at_before_it_is_picked_up_by_the_next(
+        conn, tenants, primary_dsn):
+    """A transaction stamps its row, then commits after a run that saw a later-stamped row of the
+    same day: the next run still finds it (the watermark allows for late commits)."""
+    a, b = tenants.add(), tenants.add()
+    tenants.usage(a, date(2023, 4, 10), "api_calls", 100)
+    tenants.usage(b, date(2023, 4, 10), "api_calls", 100)
+    usage_aggregation.aggregate_day(conn, date(2023, 4, 10))
+    late = psycopg.connect(primary_dsn, connect_timeout=10)
+    try:
+        # Stamped now, as the application stamps it, but not committed yet.
+        late.execute("UPDATE client_daily_usage SET quantity = 150, updated_at = now() "
+                     "WHERE tenant_id = %s AND usage_date = '2023-04-10'", (a,))
+        tenants.usage(b, date(2023, 4, 10), "api_calls", 120)  # committed, stamped after a's row
+        first = usage_aggregation.aggregate_day(conn, date(2023, 4, 11))
+        late.commit()
+    finally:
+        late.close()
+    assert date(2023, 4, 10) in first.late_days
+    assert quantities(primary_dsn, [a])[(a, "api_calls", "day", date(2023, 4, 10))] == 100  # not seen yet
+
+    usage_aggregation.aggregate_day(conn, date(2023, 4, 12))
+
+    got = quantities(primary_dsn, [a, b])
+    assert got[(a, "api_calls", "day", date(2023, 4, 10))] == 150
+    assert got[(b, "api_calls", "day", date(2023, 4, 10))] == 120
+    assert got[(a, "api_calls", "month", date(2023, 4, 1))] == 150

@@ -3,10 +3,15 @@
 For the day: a ``day`` row per tenant and metric with usage that day. For its month: the
 month-to-date row through the latest aggregated day of the month (this day, or a later one
 already aggregated), summed from ``client_daily_usage`` so late usage of any earlier day is
-included. Late usage: every earlier day of the lookback (35 days) whose usage rows were updated
-after that day was aggregated (``tenant_usage_days`` records the latest ``updated_at`` each day
-was read at; an index on ``(usage_date, updated_at)`` makes the check one index descent per day)
-is aggregated again in the same statements, with the month rows of its month, finished or not.
+included. Late usage: every earlier day of the lookback (35 days) with usage rows updated after
+that day's watermark is aggregated again in the same statements (those rows only), with the month
+rows of its month, finished or not. ``updated_at`` is set by the database on every change (a
+trigger, migration 0006), not by the writers; an index on ``(usage_date, updated_at)`` makes the
+check one index descent per day. A day's watermark is when its last aggregation began
+(``tenant_usage_days.aggregated_at``) less ``late_commit_margin``: a row that aggregation could
+not see belonged to a transaction not committed yet, stamped at most the margin before its commit,
+so a row committed late with an ``updated_at`` before the run is still found. The price: a day
+written to within the margin before a run is read again by the next run, which changes nothing.
 Everything in one transaction, set-based; rows whose quantity is unchanged are not rewritten, so
 a re-run changes nothing, and days can be (back)filled in any order. A usage row *deleted* after
 its day was aggregated is seen only when that day is aggregated again (an index sees no deletes).
@@ -23,6 +28,10 @@ import psycopg
 from bisman_ops.recurring import db
 
 DEFAULT_LOOKBACK_DAYS = 35
+# Longest a usage writer is expected to take from a write to its commit. Longer than that, its rows
+# are found only if the day changes again or is re-run. Below the 2 h between midnight and the daily
+# run, so yesterday's last writes do not make every run read that day twice.
+DEFAULT_LATE_COMMIT_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,7 @@ class AggregationResult:
     month_rows: int
     month_rows_changed: int
     month_rows_deleted: int
-    late_days: tuple[date, ...] = ()  # earlier days re-aggregated because their usage changed
+    late_days: tuple[date, ...] = ()  # earlier days re-read: usage updated after their watermark
     months: tuple[date, ...] = ()  # every month whose month rows were recomputed
 
 
@@ -54,25 +63,29 @@ def day_for_interval(data_interval_start: datetime, data_interval_end: datetime)
 
 
 def aggregate_day(conn: psycopg.Connection, day: date, *,
-                  lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> AggregationResult:
+                  lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+                  late_commit_margin: timedelta = DEFAULT_LATE_COMMIT_MARGIN) -> AggregationResult:
     """Aggregate ``day``, and every earlier day within ``lookback_days`` whose usage changed since
-    it was aggregated (late usage), with the month rows of those days' months, in one transaction
-    (rolled back on any error)."""
+    it was aggregated (late usage, allowing ``late_commit_margin`` for transactions committing
+    late), with the month rows of those days' months, in one transaction (rolled back on any error)."""
     if lookback_days < 0:
         raise ValueError(f"lookback_days={lookback_days}: expected 0 or more")
+    if not isinstance(late_commit_margin, timedelta) or late_commit_margin < timedelta(0):
+        raise ValueError(f"late_commit_margin={late_commit_margin!r}: expected a timedelta of 0 or more")
     with conn.transaction(), conn.cursor() as cur:
         db.set_statement_timeout(cur)
         # Which days: read before aggregating, so usage written meanwhile is newer than recorded.
         cur.execute(db.sql("changed_usage_days"),
-                    {"day": day, "from_day": day - timedelta(days=lookback_days), "to_day": day})
+                    {"day": day, "from_day": day - timedelta(days=lookback_days), "to_day": day,
+                     "margin": late_commit_margin})
         found = cur.fetchall()
         days = [r["day"] for r in found]
         months = sorted({d.replace(day=1) for d in days})
         for month_start in months:  # ascending: two runs lock in the same order
             cur.execute(db.sql("aggregation_lock"), {"month_start": month_start})
         # The run's own day is read whole (a re-run or backfill recomputes it); a late day only
-        # from the rows updated since its last aggregation.
-        since = [None if r["day"] == day else r["recorded_updated_at"] for r in found]
+        # from the rows updated after its watermark.
+        since = [None if r["day"] == day else r["since"] for r in found]
         cur.execute(db.sql("aggregate_day_rows"), {"days": days, "since": since})
         day_changed = cur.rowcount
         # A day never aggregated has no day rows to be stale.
