@@ -43,7 +43,6 @@ from airflow.sdk import DAG, Param, chain, task
 from bisman_ops import params
 from bisman_ops.change import lock, report
 from bisman_ops.change.approval import ChangeApproval
-from bisman_ops.change.notify import TeamNotifier
 from bisman_ops.change.phase import intent, restore
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollback import RDS_IDENTIFIER_PATTERN, database_steps, steps
@@ -58,7 +57,7 @@ with DAG(
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args={**CHANGE_ARGS, "on_failure_callback": [TeamNotifier()]},
+    default_args=CHANGE_ARGS,
     tags=["bisman", "rollback"],
     doc_md=__doc__,
     params={

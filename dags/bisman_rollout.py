@@ -3,9 +3,10 @@
 
 The production rollout checklist as one DAG, one task group per phase: preflight, core
 infrastructure, read replica, usage metering and quotas, billing, scheduled jobs, monitoring,
-chaos, post-deploy. Each group ends with a gate; a failed check stops every later phase and
-notifies the team by email and Slack with what was checked, the value seen, what was expected and
-what to do.
+chaos, post-deploy. Each group ends with a gate; a failed check stops every later phase. The run
+tells the team once how it ended (email and Slack, from its report): where it stopped, what was
+checked, the value seen, what was expected and what to do; a request refused before any change is
+one "REFUSED" line in Slack and pages no one.
 
 **Trigger** it from the UI with the form (environment, project name, region, sizes, image, domain,
 Terraform directory, switches). Bad values are refused by the form, or fail in
@@ -56,7 +57,6 @@ from airflow.sdk import DAG, Param, chain
 from bisman_ops import params
 from bisman_ops.change import lock, report
 from bisman_ops.change.approval import APPROVAL_TIMEOUT, ChangeChoice
-from bisman_ops.change.notify import TeamNotifier
 from bisman_ops.change.phase import run_in_order
 from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
 from bisman_ops.rollout import billing as bill
@@ -78,7 +78,7 @@ with DAG(
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args={**CHANGE_ARGS, "on_failure_callback": [TeamNotifier()]},
+    default_args=CHANGE_ARGS,
     tags=["bisman", "rollout"],
     doc_md=__doc__,
     params={
@@ -155,10 +155,12 @@ with DAG(
                                            rollback.STOP: "rollback_declined"})
     triggered = [
         rollback.RollbackTriggered(task_id="application_rollback_triggered",
-                                   trigger_dag_id=rollback.APPLICATION_DAG, offer=offer, form="application"),
+                                   trigger_dag_id=rollback.APPLICATION_DAG, offer=offer, form="application",
+                                   answer=choice.output, option=rollback.APPLICATION),
         rollback.RollbackTriggered(task_id="infrastructure_rollback_triggered",
                                    trigger_dag_id=rollback.INFRASTRUCTURE_DAG, offer=offer,
-                                   form="infrastructure"),
+                                   form="infrastructure", answer=choice.output,
+                                   option=rollback.INFRASTRUCTURE),
         rollback.rollback_declined(offer),
     ]
     chain(released, offer, rollback.rollback_offered(offer), choice, triggered)
@@ -166,6 +168,7 @@ with DAG(
     written = report.write_run_report(
         title="BISMAN ERP rollout to {{ params.environment }}",
         purpose="roll out {{ params.app_image }} to {{ params.domain_name }}",
+        notify_team=True,
     ).as_teardown(setups=begun)
     # The phases in order; what they changed for their checks is restored before the lock is given back.
     run_in_order(begun, phases, released, written)

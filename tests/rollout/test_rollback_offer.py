@@ -4,6 +4,7 @@ prefills (accepted by the rollback DAGs' own forms and validations), and where i
 from __future__ import annotations
 
 import copy
+import re
 import runpy
 from pathlib import Path
 
@@ -26,13 +27,14 @@ def dag():
     return runpy.run_path(str(DAGS / "bisman_rollout.py"))["dag"]
 
 
-def test_a_failure_after_a_successful_apply_is_named_and_nothing_else_offers():
+def test_a_failure_after_a_successful_apply_or_of_the_apply_itself_is_named_and_nothing_else_offers():
     states = {offer.APPLY: "success", "read_replica.replica_restored": "failed",
               "read_replica.replica_lag_below_threshold": "failed",
               "read_replica.read_replica_gate": "upstream_failed"}
     # The first failed check after the apply, not a teardown that failed before it in run order.
     assert offer.failed_after_apply(states, ORDER, TEARDOWNS) == "read_replica.replica_lag_below_threshold"
-    assert offer.failed_after_apply({**states, offer.APPLY: "failed"}, ORDER, TEARDOWNS) is None
+    # A failed apply may have applied part of the plan (issue 23 point 5): the apply is named.
+    assert offer.failed_after_apply({**states, offer.APPLY: "failed"}, ORDER, TEARDOWNS) == offer.APPLY
     assert offer.failed_after_apply({**states, offer.APPLY: "skipped"}, ORDER, TEARDOWNS) is None  # no change
     refused = {"preflight.preflight_gate": "failed", offer.APPLY: "upstream_failed"}
     assert offer.failed_after_apply(refused, ORDER, TEARDOWNS) is None
@@ -91,3 +93,47 @@ def test_each_option_leads_to_its_own_task_and_stop_is_the_default(dag):
         trigger = dag.get_task(task_id)
         assert trigger.trigger_dag_id == target and trigger.fail_when_dag_is_paused
         assert trigger.wait_for_completion is False  # the rollback runs on its own, linked from here
+
+
+def test_a_failed_apply_offers_the_rollbacks_saying_part_of_the_plan_may_be_applied():
+    forms = offer.rollback_forms(PARAMS, RUN, offer.APPLY, "bisman-erp-staging-app")
+    assert forms["subject"] == f"The rollout to staging failed at {offer.APPLY}: roll back?"
+    assert "part of the plan may be applied" in forms["body"] and offer.INFRASTRUCTURE in forms["body"]
+    assert forms["infrastructure"]["reason"] == f"bisman_rollout run {RUN} failed at {offer.APPLY}"
+
+
+def answered(option: str, **overrides) -> dict:
+    return {"subject": "roll back?", "chosen": option, "approved": False, "timed_out": False,
+            "responded_by_user": {"id": "alice", "name": "Alice"}, "responded_at": "2026-12-07T10:00:00Z",
+            **overrides}
+
+
+@pytest.mark.parametrize(("answer", "seen"), [
+    (None, "no recorded answer (the choice was marked success by hand"),
+    (answered(offer.STOP), f"{offer.STOP} by Alice"),
+    (answered(offer.APPLICATION, timed_out=True), "no answer before the approval timed out"),
+    (answered(offer.APPLICATION, responded_by_user={}), f"{offer.APPLICATION} by ?"),
+])
+def test_a_rollback_starts_only_on_a_recorded_choice_of_it_by_a_person(dag, answer, seen):
+    """issue 23 point 5: "Mark success" on choose_rollback runs every option's task; without the
+    recorded answer of that option none of them starts a rollback (with its confirmation prefilled)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    trigger = copy.copy(dag.get_task("application_rollback_triggered"))  # the module's DAG stays as declared
+    trigger.answer, trigger.offer = answer, {"application": {"environment": "staging"}}
+    with pytest.raises(AirflowFailException, match=re.escape(seen)) as refused:
+        trigger.execute({})
+    assert "nothing was started" in str(refused.value)
+    assert trigger.conf != {"environment": "staging"}  # refused before the form was taken
+
+
+def test_each_trigger_takes_the_choice_and_its_own_option(dag):
+    choice = dag.get_task("choose_rollback")
+    for task_id, option in (("application_rollback_triggered", offer.APPLICATION),
+                            ("infrastructure_rollback_triggered", offer.INFRASTRUCTURE)):
+        trigger = dag.get_task(task_id)
+        assert trigger.option == option and choice.options_mapping[option] == task_id
+        assert trigger.answer.operator is choice  # the recorded answer flows from the choice
+    from bisman_ops.change.approval import chosen
+
+    assert chosen(answered(offer.APPLICATION), offer.APPLICATION, "choice")["chosen"] == offer.APPLICATION

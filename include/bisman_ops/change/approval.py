@@ -161,7 +161,22 @@ class ChangeChoice(HITLBranchOperator):
         chosen = list(event.get("chosen_options") or [])
         answer["chosen"] = chosen[0] if chosen else (self.defaults or ["?"])[0]
         step.record(context["ti"], answer=answer, measured={"answer": describe(answer)})
-        return super().execute_complete(context, event)
+        super().execute_complete(context, event)  # skips every option's task but the chosen one's
+        # The answer, not the branch, is the XCom: the chosen task checks it (``chosen``), so one
+        # marked "success" by hand (no answer; every option's task then runs) starts nothing.
+        return answer
+
+
+def chosen(answer: dict[str, Any] | None, option: str, what: str) -> dict[str, Any]:
+    """The recorded answer of a ``ChangeChoice``, checked: raises CheckFailed unless a person chose
+    ``option`` in Required actions."""
+    if not answer or answer.get("chosen") != option or answer.get("timed_out") \
+            or not answer.get("responded_by_user"):
+        seen = describe(answer) if answer else ("no recorded answer (the choice was marked success by "
+                                                "hand, or skipped)")
+        raise CheckFailed(what, seen, f"{option!r} chosen by a person in Required actions",
+                          "nothing was started; clear the choice task to ask again")
+    return answer
 
 
 def approved(answer: dict[str, Any] | None, what: str = "the approval") -> dict[str, Any]:

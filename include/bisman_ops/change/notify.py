@@ -1,8 +1,10 @@
 """Notifications to the team, by email and Slack.
 
-``TeamNotifier`` is a ``BaseNotifier``: the change DAGs pass it as ``on_failure_callback`` (a step
-that failed for good). ``approval_requested`` tells the team an approval waits, with the link to
-the task's Required Actions page; ``outcome`` tells them how a run ended. The message says what
+One notice per event. A change run (rollout, rollback) tells the team how it ended once, from its
+report (``outcome``): where it stopped and why; a refused request (nothing changed) only as one
+"REFUSED" line in Slack, paging no one. ``TeamNotifier`` (a ``BaseNotifier``) is the recurring DAGs'
+``on_failure_callback``: one task, one notice. ``approval_requested`` tells the team an approval
+waits, with the link to the task's Required Actions page. The message says what
 happened (DAG, task, run), what was seen (the failure's message: our checks put the measured value
 in it), and what to do next. Every text goes through ``redact_text``, so a secret in an exception
 never reaches a mailbox or a channel.
@@ -23,9 +25,15 @@ from bisman_ops import config
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("failed", "started", "succeeded", "waiting")
+EVENTS = ("failed", "started", "succeeded", "waiting", "refused", "rejected")
 _EMOJI = {"failed": ":red_circle:", "started": ":large_blue_circle:", "succeeded": ":large_green_circle:",
-          "waiting": ":large_yellow_circle:"}
+          "waiting": ":large_yellow_circle:", "refused": ":white_circle:", "rejected": ":white_circle:"}
+CHANNELS = ("email", "slack")
+# How a change run's end reaches the team: one notice per run. A refused request changed nothing and
+# pages no one (no mail): one line in the team's channel says why; everything else goes to both.
+OUTCOME_EVENTS = {"success": "succeeded", "no_change": "succeeded", "failed": "failed",
+                  "refused": "refused", "rejected": "rejected", "running": "failed"}
+OUTCOME_CHANNELS = {"refused": ("slack",)}
 MAX_DETAIL_CHARS = 3000
 
 
@@ -92,25 +100,28 @@ def notice_from_context(context, *, event: str = "failed", what: str | None = No
 
 
 def deliver(notice: Notice, *, recipients: list[str] | None = None,
-            smtp_conn_id: str = config.SMTP_CONN_ID, slack_conn_id: str = config.SLACK_CONN_ID) -> list[str]:
-    """Send ``notice`` by email and Slack; return the channels it reached. Raises MessagingError
-    when it reached none."""
+            smtp_conn_id: str = config.SMTP_CONN_ID, slack_conn_id: str = config.SLACK_CONN_ID,
+            channels: tuple[str, ...] = CHANNELS) -> list[str]:
+    """Send ``notice`` by ``channels`` (email and Slack); return the channels it reached. Raises
+    MessagingError when it reached none."""
     from bisman_ops import messaging
 
     reached, errors = [], []
-    try:
-        messaging.send_email(recipients or messaging.team_recipients(), notice.subject(), notice.text(),
-                             conn_id=smtp_conn_id)
-        reached.append("email")
-    except Exception as exc:  # try Slack anyway
-        errors.append(str(exc))
-        log.warning("notification email not sent: %s", exc)
-    try:
-        messaging.send_slack(notice.slack_text(), conn_id=slack_conn_id)
-        reached.append("slack")
-    except Exception as exc:
-        errors.append(str(exc))
-        log.warning("notification Slack message not sent: %s", exc)
+    if "email" in channels:
+        try:
+            messaging.send_email(recipients or messaging.team_recipients(), notice.subject(), notice.text(),
+                                 conn_id=smtp_conn_id)
+            reached.append("email")
+        except Exception as exc:  # try Slack anyway
+            errors.append(str(exc))
+            log.warning("notification email not sent: %s", exc)
+    if "slack" in channels:
+        try:
+            messaging.send_slack(notice.slack_text(), conn_id=slack_conn_id)
+            reached.append("slack")
+        except Exception as exc:
+            errors.append(str(exc))
+            log.warning("notification Slack message not sent: %s", exc)
     if not reached:
         raise messaging.MessagingError("notification reached no channel: " + "; ".join(errors))
     return reached
@@ -156,18 +167,35 @@ def approval_requested(context, subject: str, link: str) -> list[str]:
     return deliver(Notice(**{**notice.__dict__, "link": link}))
 
 
+def outcome_notice(report) -> tuple[Notice, tuple[str, ...]]:
+    """The one notice of a change run's end, and its channels: the outcome names where the run
+    stopped (a failure, a refusal or a rejection), so no task sends a notice of its own."""
+    event = OUTCOME_EVENTS.get(report.outcome, "failed")
+    stopped = report.section("Summary").values.get("stopped at")
+    what = f"{report.dag_id} run {report.run_id}"
+    if report.outcome == "no_change":
+        what += ": no change"
+    elif stopped and event != "succeeded":
+        what += f" at {stopped}"
+    seen = f"{report.summary} {('Reason given: ' + report.reason) if report.reason else ''}".strip()
+    next_step = {
+        "failed": f"read the report and the log of {stopped or 'the failed task'}; fix the cause, then "
+                  "clear it with its downstream tasks to resume (every step is idempotent)",
+        "refused": "nothing was changed; correct the request named above and trigger again",
+        "rejected": "nothing after the approval was changed",
+    }.get(event, "")
+    notice = Notice(event=event, what=_clean(what), measured=_clean(seen), environment=report.environment,
+                    next_step=next_step)
+    return notice, OUTCOME_CHANNELS.get(report.outcome, CHANNELS)
+
+
 def outcome(report, context) -> str:
-    """Tell the team how a run ended (its report's outcome and summary); never raises."""
+    """Tell the team how a run ended (``outcome_notice``); never raises."""
     from bisman_ops.change.redact import redact_text
 
-    ti = context["ti"]
-    event = "succeeded" if report.outcome in ("success", "no_change") else "failed"
-    seen = f"{report.summary} {('Reason given: ' + report.reason) if report.reason else ''}".strip()
-    notice = Notice(event=event, what=f"{ti.dag_id} run {ti.run_id}: {report.outcome.upper()}",
-                    measured=_clean(seen), environment=report.environment,
-                    next_step="" if event == "succeeded" else "read the report and the failed task's log")
+    notice, channels = outcome_notice(report)
     try:
-        return ", ".join(deliver(notice))
+        return ", ".join(deliver(notice, channels=channels))
     except Exception as exc:  # the outcome stands whatever the mail server does
         log.warning("outcome notification not delivered: %s", exc)
         return f"not delivered: {redact_text(str(exc))[:300]}"

@@ -31,11 +31,13 @@ INFRASTRUCTURE_DAG = "bisman_rollback_infrastructure"
 
 
 def failed_after_apply(states: dict[str, str], run_order: list[str], teardowns: set[str]) -> str | None:
-    """The first task (in run order, teardowns aside) that failed after a successful apply; None
-    when the apply did not succeed (nothing was changed by this rollout, or it failed half-way and
-    the report says where) or nothing after it failed."""
-    if states.get(APPLY) != "success" or APPLY not in run_order:
+    """The task to name in the offer: the apply itself when it failed (it may have applied part of
+    the plan), else the first task (in run order, teardowns aside) that failed after a successful
+    apply; None when the apply never ran (nothing was changed by this rollout) or nothing failed."""
+    if APPLY not in run_order or states.get(APPLY) not in ("success", "failed"):
         return None
+    if states[APPLY] == "failed":
+        return APPLY
     after = run_order[run_order.index(APPLY) + 1:]
     return next((t for t in after if states.get(t) == "failed" and t not in teardowns), None)
 
@@ -54,8 +56,11 @@ def rollback_forms(params: dict[str, Any], run_id: str, failed_task: str,
                            "terraform_dir": str(params["terraform_dir"]), "confirm": environment},
         # The question choose_rollback asks.
         "subject": f"The rollout to {environment} failed at {failed_task}: roll back?",
-        "body": (f"Run `{run_id}` applied its Terraform plan to **{environment}**, then "
-                 f"`{failed_task}` failed (its log and the team's notification say why).\n\n"
+        "body": ((f"Run `{run_id}` failed applying its Terraform plan to **{environment}**: part of "
+                  "the plan may be applied (the apply's log says what was).\n\n")
+                 if failed_task == APPLY else
+                 (f"Run `{run_id}` applied its Terraform plan to **{environment}**, then "
+                  f"`{failed_task}` failed (its log and the team's notification say why).\n\n")) + (
                  f"- **{APPLICATION}**: `{APPLICATION_DAG}` moves the ECS service `{service_name}` "
                  "back to its previous task definition (validated before its lock is taken).\n"
                  f"- **{INFRASTRUCTURE}**: `{INFRASTRUCTURE_DAG}` plans the Terraform configuration's "
@@ -95,18 +100,29 @@ def rollback_offered(offer: dict) -> bool:
 
 class RollbackTriggered(TriggerDagRunOperator):
     """The standard provider's trigger, its conf the ``form`` of ``offer`` (an XComArg of
-    ``rollback_offer_prepared``): the triggered run is linked from the task ("Triggered DAG"), and a
-    paused rollback DAG fails it, naming the DAG."""
+    ``rollback_offer_prepared``), started only when ``answer`` (the XComArg of ``choose_rollback``)
+    records a person choosing ``option``: a choice marked "success" by hand runs every option's
+    task, and none of them may start a rollback with its confirmation prefilled. The triggered run
+    is linked from the task ("Triggered DAG"), and a paused rollback DAG fails it, naming the DAG."""
 
-    template_fields = (*TriggerDagRunOperator.template_fields, "offer")
+    template_fields = (*TriggerDagRunOperator.template_fields, "offer", "answer")
 
-    def __init__(self, *, offer: Any, form: str, **kwargs: Any) -> None:
+    def __init__(self, *, offer: Any, form: str, answer: Any, option: str, **kwargs: Any) -> None:
         kwargs.setdefault("fail_when_dag_is_paused", True)
         kwargs.setdefault("openlineage_inject_parent_info", False)  # the rollback's form as prepared
         super().__init__(**kwargs)
-        self.offer, self.form = offer, form
+        self.offer, self.form, self.answer, self.option = offer, form, answer, option
 
     def execute(self, context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bisman_ops.change.approval import chosen
+        from bisman_ops.change.errors import CheckFailed
+
+        try:
+            chosen(self.answer, self.option, f"{self.task_id}: the choice of {self.option!r}")
+        except CheckFailed as exc:
+            raise AirflowFailException(exc.message()) from None
         self.conf = dict(self.offer[self.form])
         return super().execute(context)
 
