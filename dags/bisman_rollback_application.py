@@ -34,7 +34,7 @@ from airflow.sdk import DAG, Param, chain
 
 from bisman_ops import params
 from bisman_ops.change import lock, report
-from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
+from bisman_ops.dag_defaults import CHANGE_ARGS, CHANGE_DAGRUN_TIMEOUT, START_DATE
 from bisman_ops.rollback import application_steps, steps
 
 DAG_ID = "bisman_rollback_application"
@@ -42,6 +42,7 @@ DAG_ID = "bisman_rollback_application"
 with DAG(
     dag_id=DAG_ID,
     schedule=None,
+    dagrun_timeout=CHANGE_DAGRUN_TIMEOUT,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

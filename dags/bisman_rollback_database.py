@@ -44,7 +44,7 @@ from bisman_ops import params
 from bisman_ops.change import lock, report
 from bisman_ops.change.approval import ChangeApproval
 from bisman_ops.change.phase import intent, restore
-from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
+from bisman_ops.dag_defaults import CHANGE_ARGS, CHANGE_DAGRUN_TIMEOUT, START_DATE
 from bisman_ops.rollback import RDS_IDENTIFIER_PATTERN, database_steps, steps
 
 DAG_ID = "bisman_rollback_database"
@@ -54,6 +54,7 @@ DB_IDENTIFIER = f"^$|{RDS_IDENTIFIER_PATTERN}"
 with DAG(
     dag_id=DAG_ID,
     schedule=None,
+    dagrun_timeout=CHANGE_DAGRUN_TIMEOUT,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -44,7 +44,7 @@ from bisman_ops import params
 from bisman_ops.change import lock, report
 from bisman_ops.change.approval import ChangeApproval
 from bisman_ops.change.step import Result, context, step
-from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
+from bisman_ops.dag_defaults import CHANGE_ARGS, CHANGE_DAGRUN_TIMEOUT, START_DATE
 from bisman_ops.rollback import steps
 
 DAG_ID = "bisman_rollback_infrastructure"
@@ -137,6 +137,7 @@ def outputs_checked(outputs: dict) -> Result:
 with DAG(
     dag_id=DAG_ID,
     schedule=None,
+    dagrun_timeout=CHANGE_DAGRUN_TIMEOUT,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -58,7 +58,7 @@ from bisman_ops import params
 from bisman_ops.change import lock, report
 from bisman_ops.change.approval import APPROVAL_TIMEOUT, ChangeChoice
 from bisman_ops.change.phase import run_in_order
-from bisman_ops.dag_defaults import CHANGE_ARGS, START_DATE
+from bisman_ops.dag_defaults import CHANGE_ARGS, CHANGE_DAGRUN_TIMEOUT, START_DATE
 from bisman_ops.rollout import billing as bill
 from bisman_ops.rollout import chaos as drills
 from bisman_ops.rollout import core_infrastructure as infra
@@ -75,6 +75,7 @@ DAG_ID = "bisman_rollout"
 with DAG(
     dag_id=DAG_ID,
     schedule=None,
+    dagrun_timeout=CHANGE_DAGRUN_TIMEOUT,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

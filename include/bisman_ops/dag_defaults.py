@@ -19,7 +19,15 @@ DEFAULT_ARGS = {
 
 # Steps that change infrastructure retry once: they are idempotent (a re-applied plan is refused as
 # stale, a lock re-acquired by the same run is kept), and the operator reads the failure before more.
-CHANGE_ARGS = {**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(minutes=1)}
+# Every task is bounded: a step that hangs (a call without an answer) fails after STEP_TIMEOUT; the
+# longer ones say so (the apply, the approvals), and a wait's own bound is its timeout.
+STEP_TIMEOUT = timedelta(minutes=30)
+CHANGE_ARGS = {**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(minutes=1),
+               "execution_timeout": STEP_TIMEOUT}
+# A change run's own bound is a backstop far beyond its tasks' bounds: when it is reached Airflow
+# marks every unfinished task skipped, the restores and the lock release included, so it must only
+# ever end a run the scheduler stopped moving (tests/dags hold it above the longest path's bounds).
+CHANGE_DAGRUN_TIMEOUT = timedelta(days=14)
 
 SCHEDULE_ENV_DEFAULTS = {
     "DAILY_AGGREGATION_CRON": "0 2 * * *",

@@ -36,9 +36,14 @@ def aws_region() -> Param:
                  description="Where the environment runs (Terraform's aws_region).")
 
 
+MAX_WAIT_SECONDS = 6 * 3600
+
+
 def wait_seconds(default: int, title: str, description: str) -> Param:
-    """How long a wait may take before its task fails: every wait has a bound, none shorter than 10 s."""
-    return Param(default, type="integer", minimum=10, title=title, description=description)
+    """How long a wait may take before its task fails: every wait has a bound, none shorter than 10 s
+    nor longer than 6 h."""
+    return Param(default, type="integer", minimum=10, maximum=MAX_WAIT_SECONDS, title=title,
+                 description=description)
 
 
 class SharedSchema(dict):

@@ -140,3 +140,41 @@ def test_a_wait_that_is_done_returns_its_measurement():
     finally:
         step_module.context = step_module_context
     assert done.is_done and done.xcom_value == {"status": "available"}
+
+
+def test_a_step_longer_than_the_lease_keeps_it_renewed_while_it_runs(ctx, ddb, monkeypatch):
+    """issue 23 point 4: the lease was renewed only when a step started, so a step running longer
+    than the lease lost the lock under it."""
+    import time
+
+    monkeypatch.setenv(lock.LEASE_ENV, "3")  # renewed every second
+    table = "bisman-erp-staging-terraform-locks"
+    lock.acquire(ddb, table, "staging", "bisman_rollout/manual__1", lease_seconds=3)
+
+    @step(changes=True)
+    def long_apply() -> dict:
+        time.sleep(4.5)
+        return {"applied": True}
+
+    assert long_apply.function() == {"applied": True}
+    held = lock.current(ddb, table, "staging")
+    assert held.owner == "bisman_rollout/manual__1" and not held.expired()
+
+
+def test_a_step_whose_lock_was_taken_over_while_it_ran_fails_naming_the_new_holder(ctx, ddb, monkeypatch):
+    import time
+
+    monkeypatch.setenv(lock.LEASE_ENV, "3")
+    table = "bisman-erp-staging-terraform-locks"
+    lock.acquire(ddb, table, "staging", "bisman_rollout/manual__1", lease_seconds=3)
+
+    @step(changes=True)
+    def long_apply() -> dict:
+        lock.release(ddb, table, "staging", "bisman_rollout/manual__1")  # expired and taken over
+        lock.acquire(ddb, table, "staging", "bisman_rollback_database/manual__2")
+        time.sleep(2.5)
+        return {"applied": True}
+
+    with pytest.raises(AirflowFailException, match="now held by bisman_rollback_database/manual__2"):
+        long_apply.function()
+    assert ctx["ti"].pushed[RECORD_KEY]["changed"] is True  # the report says it may have changed things

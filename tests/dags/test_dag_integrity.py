@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from airflow.sdk.definitions.param import ParamsDict
 
+from bisman_ops.change.report import in_run_order
 from bisman_ops.dag_defaults import cron_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,3 +214,40 @@ def test_manual_dag_form_fields_are_typed_and_described(dagbag, dag_id):
         schema = dagbag.dags[dag_id].params.get_param(name).schema
         assert "type" in schema, f"{dag_id}.{name} has no JSON-schema type"
         assert schema.get("title") or schema.get("description"), f"{dag_id}.{name} is not described"
+
+
+CHANGE_DAGS = ("bisman_rollout", "bisman_rollback_application", "bisman_rollback_database",
+               "bisman_rollback_infrastructure")
+
+
+def _worst_case(task) -> timedelta | None:
+    """How long a task can take at most, all its tries: a wait its Airflow timeout per try (one
+    look bounded by execution_timeout), any other task its execution_timeout per try."""
+    tries = (task.retries or 0) + 1
+    is_sensor = hasattr(task, "poke_interval") and hasattr(task, "mode")
+    one = timedelta(seconds=task.timeout) if is_sensor else task.execution_timeout
+    if one is None:
+        return None
+    delays = (task.retries or 0) * (task.max_retry_delay or task.retry_delay or timedelta(0))
+    return tries * one + delays
+
+
+@pytest.mark.parametrize("dag_id", CHANGE_DAGS)
+def test_every_task_of_a_change_dag_is_bounded_and_the_run_bound_never_cuts_a_restore(dagbag, dag_id):
+    """issue 23 point 4. At dagrun_timeout Airflow marks every unfinished task skipped, restores and
+    the lock release included: the run's bound must lie beyond the longest path of its tasks' bounds,
+    so it only ends a run the scheduler stopped moving."""
+    dag = dagbag.dags[dag_id]
+    unbounded = [t.task_id for t in dag.tasks if _worst_case(t) is None]
+    assert unbounded == []
+    for t in dag.tasks:
+        if getattr(t, "response_timeout", None):  # an approval: its bound also ends its wait
+            assert t.execution_timeout > t.response_timeout, t.task_id
+        if hasattr(t, "poke_interval") and hasattr(t, "mode"):
+            assert t.timeout <= timedelta(hours=7).total_seconds(), t.task_id
+    longest: dict[str, timedelta] = {}
+    for t in in_run_order(list(dag.tasks)):
+        longest[t.task_id] = _worst_case(t) + max((longest[u] for u in t.upstream_task_ids),
+                                                  default=timedelta(0))
+    assert dag.dagrun_timeout is not None
+    assert dag.dagrun_timeout > max(longest.values())

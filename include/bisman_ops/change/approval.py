@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 APPROVE = ApprovalOperator.APPROVE
 REJECT = ApprovalOperator.REJECT
 APPROVAL_TIMEOUT = timedelta(hours=2)  # a change DAG's approvals: shorter than the change lock's 3 h lease
+# A deferred task's execution_timeout also ends its wait (Airflow takes the earlier of the two): the
+# task's bound is the answer's timeout and a little more, so "no answer" is always the Reject default.
+ANSWER_MARGIN = timedelta(minutes=5)
 
 
 class ApprovalNotifier(BaseNotifier):
@@ -109,6 +112,7 @@ class ChangeApproval(ApprovalOperator):
         if not subject and question is None:
             raise ValueError(f"approval {kwargs.get('task_id')}: give subject and body, or question")
         kwargs.setdefault("notifiers", [ApprovalNotifier()])
+        kwargs.setdefault("execution_timeout", response_timeout + ANSWER_MARGIN)
         super().__init__(subject=subject or "(the question is prepared by an earlier task)", body=body,
                          response_timeout=response_timeout, defaults=REJECT, **kwargs)
         self.question = question
@@ -145,6 +149,7 @@ class ChangeChoice(HITLBranchOperator):
     def __init__(self, *, question: Any, options_mapping: dict[str, str], default: str,
                  response_timeout: timedelta, **kwargs: Any) -> None:
         kwargs.setdefault("notifiers", [ApprovalNotifier()])
+        kwargs.setdefault("execution_timeout", response_timeout + ANSWER_MARGIN)
         super().__init__(subject="(the question is prepared by an earlier task)", body="",
                          options=list(options_mapping), options_mapping=options_mapping, defaults=default,
                          response_timeout=response_timeout, **kwargs)

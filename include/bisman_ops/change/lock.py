@@ -278,6 +278,55 @@ def fence(context: Any, ddb_client: Any = None) -> LockHolder:
                  lease_seconds=ref.lease_seconds)
 
 
+class LeaseKeeper:
+    """Renews ``ref``'s lease every ``every`` seconds in a thread while a long step runs, so a live
+    run's lease never runs out under it (a Terraform apply, a wait inside a step). A renewal that
+    finds the lock lost is kept: ``check()`` raises it, and a step calls it when the function
+    returns (its result does not stand) and a loop may call it between mutations. A renewal that
+    fails for another reason (DynamoDB unreachable) is tried again at the next interval."""
+
+    def __init__(self, ref: LockRef, ddb_client: Any, every: float | None = None):
+        import threading
+
+        self.ref, self.ddb = ref, ddb_client
+        self.every = every if every is not None else max(1.0, min(ref.lease_seconds / 6, 600.0))
+        self.lost: ChangeLockLost | None = None
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="change-lock-lease", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                renew(self.ddb, self.ref.table, self.ref.environment, self.ref.owner,
+                      lease_seconds=self.ref.lease_seconds)
+                self.renewals += 1
+            except ChangeLockLost as exc:
+                log.error("the change lock was lost while this step ran: %s", exc)
+                self.lost = exc
+                return
+            except Exception as exc:  # a later renewal may succeed; the lease still has time
+                log.warning("change lock lease not renewed (%s); trying again in %.0f s",
+                            type(exc).__name__, self.every)
+
+    def check(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def keep_lease(context: Any, ddb_client: Any = None, every: float | None = None) -> LeaseKeeper:
+    """A ``LeaseKeeper`` for this run's lock (use as ``with``)."""
+    return LeaseKeeper(LockRef.from_context(context), ddb_client or _dynamodb(), every)
+
+
 def acquire_for(context: Any, note: str = "", ddb_client: Any = None) -> LockHolder:
     ref = LockRef.from_context(context)
     try:

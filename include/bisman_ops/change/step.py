@@ -3,8 +3,9 @@
 ``@step`` makes a function an Airflow task (``@task``) that, around the function:
 
 - renews the run's change-lock lease first (``lease=True``, the default; the fencing check: a run
-  that lost the lock stops before changing anything). Tasks before the lock is taken say
-  ``lease=False``;
+  that lost the lock stops before changing anything), and keeps renewing it while the function
+  runs (``lock.LeaseKeeper``): a long step never outlives its lease, and one that lost the lock
+  meanwhile fails. Tasks before the lock is taken say ``lease=False``;
 - records what it measured (the return value, or ``Result.measured``), or its failure, under the
   XCom key ``change_record``: the run report is assembled from these records;
 - turns a ``CheckFailed`` into a failure that is not retried, carrying what was checked, what was
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from bisman_ops.change import failpoints
 from bisman_ops.change.errors import CheckFailed
 from bisman_ops.change.redact import redact, redact_text
+from bisman_ops.params import MAX_WAIT_SECONDS  # the longest wait a form allows
 
 if TYPE_CHECKING:
     from bisman_ops.change.report import Section
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 RECORD_KEY = "change_record"
 SENSOR_CEILING = timedelta(hours=24)  # Airflow's own limit; the param-driven timeout comes first
+SENSOR_MARGIN = timedelta(minutes=10)
+POKE_TIMEOUT = timedelta(minutes=5)  # one look of a wait
 # Airflow 3.3 fails a rescheduled sensor whose next look is queued before the scheduler has taken
 # the previous look's executor event (seen 5 s late on this loaded 2-core machine): looks are at
 # least this far apart.
@@ -114,13 +118,25 @@ def _fence(lease: bool, ctx: Any) -> None:
         lock.fence(ctx)
 
 
+def _leased(lease: bool, ctx: Any, fn: Callable, args: tuple, kwargs: dict) -> Any:
+    """``fn`` with the lease renewed while it runs; a lease lost meanwhile fails the step."""
+    if not lease:
+        return fn(*args, **kwargs)
+    from bisman_ops.change import lock
+
+    with lock.keep_lease(ctx) as keeper:
+        out = fn(*args, **kwargs)
+    keeper.check()
+    return out
+
+
 def _run(fn: Callable, lease: bool, changes: bool, args: tuple, kwargs: dict) -> Any:
     ctx = context()
     ti = ctx["ti"]
     started = time.monotonic()
     try:
         _fence(lease, ctx)
-        out = fn(*args, **kwargs)
+        out = _leased(lease, ctx, fn, args, kwargs)
         if changes:
             failpoints.after_change(ti)
     except CheckFailed as exc:
@@ -208,8 +224,13 @@ def sensor(fn: Callable | None = None, *, poke_interval: timedelta = timedelta(s
         task_kwargs.setdefault("mode", "reschedule")
         rescheduled = task_kwargs["mode"] == "reschedule"
         interval = max(poke_interval, RESCHEDULE_FLOOR) if rescheduled else poke_interval
+        # Airflow's own bound, a little past the longest wait the form allows: ours fails first,
+        # naming what it saw; Airflow's is what a run's bound is computed from.
+        longest = timedelta(seconds=MAX_WAIT_SECONDS) if timeout_param else timeout
+        task_kwargs.setdefault("execution_timeout", POKE_TIMEOUT)
         return task.sensor(poke, poke_interval=interval.total_seconds(),
-                           timeout=SENSOR_CEILING.total_seconds(), **task_kwargs)
+                           timeout=min(longest + SENSOR_MARGIN, SENSOR_CEILING).total_seconds(),
+                           **task_kwargs)
 
     return decorate(fn) if fn is not None else decorate
 
