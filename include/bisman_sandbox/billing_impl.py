@@ -37,14 +37,15 @@ class SandboxAppRedeploy(EcsForceNewDeployment):
 
     name: str = "sandbox-app-restart"
 
-    def redeploy(self) -> dict[str, Any]:
+    def redeploy(self, since: Any = None) -> dict[str, Any]:
         from bisman_sandbox import app_server
         from bisman_sandbox.context import SandboxContext
 
-        done = super().redeploy()
+        done = super().redeploy(since)
         ctx = SandboxContext.from_env()
-        app_server.down(ctx)
-        app_server.up(ctx)
+        if done["deployed"] or not app_server.healthy(ctx):  # followed: restarted already
+            app_server.down(ctx)
+            app_server.up(ctx)
         return {**done, "redeploy": self.name, "app": "restarted"}
 
     def rolled_out(self) -> tuple[bool, dict[str, Any]]:

@@ -290,3 +290,79 @@ def test_bad_billing_params_are_named_and_empty_prices_mean_lookup_keys():
     assert b["price_ids"] == {"free": None, "pro": None, "enterprise": None}
     assert b["webhook_url"] == "https://api.staging.bisman.test/api/webhooks/stripe" and b["test_mode"]
     assert not billing.billing_settings_from({**settings, "environment": "prod"}, {})["test_mode"]
+
+
+# -- the redeploy (AWS's implementation) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def ecs_service(ctx):
+    """A service of its own in moto's ECS (the sandbox's application service is left alone)."""
+    from bisman_sandbox import aws
+
+    ecs = aws.client(ctx, "ecs")
+    cluster = f"redeploy-{uuid.uuid4().hex[:8]}"
+    ecs.create_cluster(clusterName=cluster)
+    family = ecs.register_task_definition(
+        family=cluster, containerDefinitions=[{"name": "app", "image": "app:1", "memory": 128}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster=cluster, serviceName="app", taskDefinition=family, desiredCount=1)
+    yield ecs, cluster
+    ecs.delete_service(cluster=cluster, service="app", force=True)
+    ecs.deregister_task_definition(taskDefinition=family)
+    ecs.delete_cluster(cluster=cluster)
+
+
+def test_a_retried_redeploy_follows_the_deployment_its_run_started_instead_of_forcing_another(ecs_service):
+    from datetime import UTC, datetime
+
+    ecs, cluster = ecs_service
+    time.sleep(0.01)  # the service's first deployment is older than the run
+    run_started = datetime.now(UTC)
+    redeploy = app_secret.EcsForceNewDeployment(ecs, cluster, "app")
+
+    first = redeploy.redeploy(since=run_started)
+    retried = redeploy.redeploy(since=run_started)
+
+    assert first["deployed"] is True and retried["deployed"] is False
+    assert retried["deployment"] == first["deployment"]
+    deployments = ecs.describe_services(cluster=cluster, services=["app"])["services"][0]["deployments"]
+    assert [d["id"] for d in deployments if d["status"] == "PRIMARY"] == [first["deployment"]]
+    # A later run (started after that deployment) deploys again.
+    later = redeploy.redeploy(since=datetime.now(UTC))
+    assert later["deployed"] is True and later["deployment"] != first["deployment"]
+
+
+class FailedDeploymentEcs:
+    """ECS answering with a deployment its circuit breaker failed (moto never fails one)."""
+
+    def __init__(self):
+        from datetime import UTC, datetime
+
+        self.updates = 0
+        self.primary = {"id": "ecs-svc/1", "status": "PRIMARY", "rolloutState": "FAILED",
+                        "rolloutStateReason": "tasks failed to start", "runningCount": 0,
+                        "desiredCount": 2, "createdAt": datetime.now(UTC)}
+
+    def describe_services(self, cluster, services):
+        return {"services": [{"deployments": [dict(self.primary)]}]}
+
+    def update_service(self, cluster, service, forceNewDeployment):
+        self.updates += 1
+        self.primary = {**self.primary, "id": f"ecs-svc/{self.updates + 1}", "rolloutState": "IN_PROGRESS"}
+        return {"service": {"deployments": [dict(self.primary)]}}
+
+
+def test_a_failed_deployment_fails_the_roll_out_wait_at_once_and_a_retry_deploys_anew():
+    from datetime import UTC, datetime, timedelta
+
+    ecs = FailedDeploymentEcs()
+    redeploy = app_secret.EcsForceNewDeployment(ecs, "c", "app")
+    with pytest.raises(CheckFailed) as failed:
+        redeploy.rolled_out()
+    assert "deployment ecs-svc/1 of app" in str(failed.value)
+    assert "FAILED: tasks failed to start" in str(failed.value)
+    # The failed deployment is this run's, yet a retry forces a new one rather than follow it.
+    retried = redeploy.redeploy(since=datetime.now(UTC) - timedelta(minutes=5))
+    assert (retried["deployed"], retried["deployment"], ecs.updates) == (True, "ecs-svc/2", 1)
+    assert redeploy.rolled_out()[0] is False  # IN_PROGRESS: the wait goes on

@@ -274,8 +274,10 @@ def app_secrets_changed(applied: dict) -> bool:
 
 @step(changes=True)
 def app_redeployed(outputs: dict) -> dict:
+    """A new deployment, once per run: a retry follows the one an earlier try started."""
+    started = getattr(context().get("dag_run"), "start_date", None)
     return app_secret.service_redeploy(aws("ecs"), outputs["ecs_cluster_name"],
-                                       outputs["ecs_service_name"]).redeploy()
+                                       outputs["ecs_service_name"]).redeploy(since=started)
 
 
 @step.sensor(poke_interval=timedelta(seconds=10), timeout=timedelta(minutes=20))

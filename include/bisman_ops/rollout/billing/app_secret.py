@@ -14,6 +14,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from bisman_ops.change.errors import CheckFailed
@@ -83,7 +84,7 @@ class ServiceRedeploy(Protocol):
 
     name: str
 
-    def redeploy(self) -> dict[str, Any]: ...
+    def redeploy(self, since: datetime | None = None) -> dict[str, Any]: ...
 
     def rolled_out(self) -> tuple[bool, dict[str, Any]]: ...
 
@@ -91,29 +92,51 @@ class ServiceRedeploy(Protocol):
 @dataclass
 class EcsForceNewDeployment:
     """AWS: ``UpdateService(forceNewDeployment)``; rolled out when the service has a single deployment,
-    COMPLETED (when ECS reports rollout states) with all its tasks running."""
+    COMPLETED (when ECS reports rollout states) with all its tasks running.
+
+    Idempotent as the application rollback is: a deployment created since ``since`` (this run's
+    start: an earlier try's, or botocore's retry of a call that reached ECS) is followed, not
+    forced again; a FAILED one (the circuit breaker) fails the wait at once."""
 
     ecs: Any
     cluster: str
     service: str
     name: str = "ecs-force-new-deployment"
 
-    def redeploy(self) -> dict[str, Any]:
+    def _service(self) -> dict[str, Any]:
+        return self.ecs.describe_services(cluster=self.cluster, services=[self.service])["services"][0]
+
+    def redeploy(self, since: datetime | None = None) -> dict[str, Any]:
+        primary = _primary(self._service())
+        created = primary.get("createdAt")
+        if since is not None and isinstance(created, datetime) and created >= since \
+                and primary.get("rolloutState") != "FAILED":
+            return {"redeploy": self.name, "service": self.service, "deployment": primary.get("id"),
+                    "deployed": False}
         svc = self.ecs.update_service(cluster=self.cluster, service=self.service,
                                       forceNewDeployment=True)["service"]
-        primary = next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), {})
-        return {"redeploy": self.name, "service": self.service, "deployment": primary.get("id")}
+        return {"redeploy": self.name, "service": self.service, "deployment": _primary(svc).get("id"),
+                "deployed": True}
 
     def rolled_out(self) -> tuple[bool, dict[str, Any]]:
-        svc = self.ecs.describe_services(cluster=self.cluster, services=[self.service])["services"][0]
+        svc = self._service()
         deployments = svc.get("deployments", [])
-        primary = next((d for d in deployments if d.get("status") == "PRIMARY"), {})
+        primary = _primary(svc)
         measured = {"service": self.service, "deployments": len(deployments),
                     "rollout_state": primary.get("rolloutState"), "running": primary.get("runningCount"),
                     "desired": primary.get("desiredCount")}
+        if primary.get("rolloutState") == "FAILED":
+            raise CheckFailed(f"deployment {primary.get('id')} of {self.service}",
+                              f"FAILED: {primary.get('rolloutStateReason', '')}", "COMPLETED",
+                              "check the service's events and stopped tasks' reasons; the application "
+                              "secret is already written: fix the cause, then clear app_redeployed", measured)
         done = (len(deployments) == 1 and primary.get("rolloutState", "COMPLETED") == "COMPLETED"
                 and primary.get("runningCount") == primary.get("desiredCount"))
         return done, measured
+
+
+def _primary(svc: dict[str, Any]) -> dict[str, Any]:
+    return next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), {})
 
 
 def service_redeploy(ecs: Any, cluster: str, service: str, environ: dict | None = None) -> ServiceRedeploy:
