@@ -157,10 +157,10 @@ with DAG(
     triggered = [
         rollback.RollbackTriggered(task_id="application_rollback_triggered",
                                    trigger_dag_id=rollback.APPLICATION_DAG, offer=offer, form="application",
-                                   answer=choice.output, option=rollback.APPLICATION),
+                                   answer=choice.answer, option=rollback.APPLICATION),
         rollback.RollbackTriggered(task_id="infrastructure_rollback_triggered",
                                    trigger_dag_id=rollback.INFRASTRUCTURE_DAG, offer=offer,
-                                   form="infrastructure", answer=choice.output,
+                                   form="infrastructure", answer=choice.answer,
                                    option=rollback.INFRASTRUCTURE),
         rollback.rollback_declined(offer),
     ]

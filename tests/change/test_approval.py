@@ -41,3 +41,39 @@ def test_reject_timeout_and_a_task_marked_success_by_hand_are_not_approvals():
         approved(timed_out)
     with pytest.raises(CheckFailed, match="marked success by hand"):
         approved(None)
+
+
+class RecordingTI:
+    """A task instance that keeps its XCom pushes (the branch needs its task and map index)."""
+
+    def __init__(self, task):
+        self.task, self.task_id, self.map_index, self.pushed = task, task.task_id, -1, {}
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
+
+
+def test_a_choice_records_its_answer_before_the_branch_skips_the_other_options():
+    """Airflow 3's branch raises DownstreamTasksSkipped to skip the options not chosen, so a value
+    returned after it never reaches XCom: the answer the chosen task checks is pushed first."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+    from bisman_ops.change.approval import ANSWER_KEY, ChangeChoice
+
+    with DAG("choice_probe", schedule=None):
+        choice = ChangeChoice(task_id="choose", question={"subject": "roll back?"}, default="Stop",
+                              response_timeout=timedelta(minutes=5),
+                              options_mapping={"Roll back": "rolled_back", "Stop": "stopped"})
+        choice >> [EmptyOperator(task_id="rolled_back"), EmptyOperator(task_id="stopped")]
+    choice.subject = "roll back?"
+    ti = RecordingTI(choice)
+    event = {"chosen_options": ["Roll back"], "params_input": {}, "responded_at": datetime.now(UTC),
+             "responded_by_user": {"id": "alice", "name": "Alice"}}
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        choice.execute_complete({"ti": ti, "task": choice}, event)
+    assert list(skipped.value.tasks) == [("stopped", -1)]
+    assert ti.pushed[ANSWER_KEY]["chosen"] == "Roll back"
+    assert ti.pushed[ANSWER_KEY]["responded_by_user"]["name"] == "Alice"
+    assert (choice.answer.operator, choice.answer.key) == (choice, ANSWER_KEY)

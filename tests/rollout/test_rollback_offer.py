@@ -134,6 +134,7 @@ def test_each_trigger_takes_the_choice_and_its_own_option(dag):
         trigger = dag.get_task(task_id)
         assert trigger.option == option and choice.options_mapping[option] == task_id
         assert trigger.answer.operator is choice  # the recorded answer flows from the choice
+        assert trigger.answer.key == "answer"
     from bisman_ops.change.approval import chosen
 
     assert chosen(answered(offer.APPLICATION), offer.APPLICATION, "choice")["chosen"] == offer.APPLICATION

@@ -58,6 +58,9 @@ class ApprovalNotifier(BaseNotifier):
             log.warning("approval notification not delivered: %s", exc)
 
 
+ANSWER_KEY = "answer"  # a ChangeChoice's recorded answer
+
+
 def answer_from_event(subject: str, event: dict[str, Any]) -> dict[str, Any]:
     """The answer as the report and the next task see it (plain JSON values)."""
     chosen = list(event.get("chosen_options") or [])
@@ -166,10 +169,19 @@ class ChangeChoice(HITLBranchOperator):
         chosen = list(event.get("chosen_options") or [])
         answer["chosen"] = chosen[0] if chosen else (self.defaults or ["?"])[0]
         step.record(context["ti"], answer=answer, measured={"answer": describe(answer)})
-        super().execute_complete(context, event)  # skips every option's task but the chosen one's
-        # The answer, not the branch, is the XCom: the chosen task checks it (``chosen``), so one
-        # marked "success" by hand (no answer; every option's task then runs) starts nothing.
-        return answer
+        # Pushed before the branch: skipping the other options' tasks raises (Airflow 3's
+        # DownstreamTasksSkipped), so nothing returned after it would reach XCom.
+        context["ti"].xcom_push(key=ANSWER_KEY, value=answer)
+        return super().execute_complete(context, event)  # skips every option's task but the chosen one's
+
+    @property
+    def answer(self) -> Any:
+        """The recorded answer (who chose what, when) as an XComArg: the chosen task checks it
+        (``chosen``), so one marked "success" by hand (no answer; every option's task runs) starts
+        nothing."""
+        from airflow.sdk import XComArg
+
+        return XComArg(self, key=ANSWER_KEY)
 
 
 def chosen(answer: dict[str, Any] | None, option: str, what: str) -> dict[str, Any]:
