@@ -53,6 +53,8 @@ def session_airflow_env(sandbox: SandboxContext) -> dict[str, str]:
     return {
         **launcher.airflow_connection_env(sandbox),
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
+        # The fail points the restore drills arm (tests/e2e/restores.py); none unless a test arms one.
+        "BISMAN_FAILPOINTS_FILE": str(sandbox.path("failpoints.json")),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
         # A message the lost worker had reserved but not started leaves its task queued.
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",

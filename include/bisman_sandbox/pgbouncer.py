@@ -157,6 +157,14 @@ def connections(ctx: SandboxContext) -> dict[str, dict]:
     }
 
 
+def paused_databases(ctx: SandboxContext) -> list[str]:
+    """The pools PgBouncer holds paused (``SHOW DATABASES``' paused column)."""
+    from psycopg.rows import dict_row
+
+    with _admin_connect(dsn(ctx, "admin"), row_factory=dict_row) as admin:
+        return sorted(r["name"] for r in admin.execute("SHOW DATABASES").fetchall() if r["paused"])
+
+
 def _admin_connect(dsn_: str, **kwargs) -> psycopg.Connection:
     # The admin console speaks only the simple query protocol: no transactions, no prepares.
     return psycopg.connect(dsn_, autocommit=True, prepare_threshold=None, **kwargs)

@@ -133,7 +133,7 @@ def healthy(ctx: SandboxContext) -> bool:
         with connect(superuser_dsn(ctx, "primary"), connect_timeout=2) as conn:
             if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 return False
-        return _replica_streaming(ctx)
+        return replica_streaming(ctx)
     except psycopg.Error:
         return False
 
@@ -176,7 +176,7 @@ def start_replica(ctx: SandboxContext) -> None:
         _base_backup(ctx)
     _start(ctx, "replica")
     wait_until(
-        lambda: _replica_streaming(ctx),
+        lambda: replica_streaming(ctx),
         timeout=START_TIMEOUT_S,
         what=f"replica on {HOST}:{_port(ctx, 'replica')} streaming from the primary",
     )
@@ -452,7 +452,8 @@ def _stop(ctx: SandboxContext, which: str, timeout: float = 30.0) -> None:
     stop_process(ctx, _proc_name(which))
 
 
-def _replica_streaming(ctx: SandboxContext) -> bool:
+def replica_streaming(ctx: SandboxContext) -> bool:
+    """The replica is in recovery and its WAL receiver streams from the primary."""
     try:
         with connect(superuser_dsn(ctx, "replica"), connect_timeout=2) as conn:
             row = conn.execute(

@@ -37,3 +37,12 @@ def test_an_armed_fail_point_kills_its_process_with_sigkill(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ,
                           failpoints.FILE_ENV: str(path)}, capture_output=True, text=True, timeout=60)
     assert done.returncode == -9 and "survived" not in done.stdout
+
+
+def test_a_point_inside_a_step_is_armed_only_where_named(tmp_path):
+    path = tmp_path / "failpoints.json"
+    path.write_text(json.dumps([{**TI.__dict__, "at": "paused"}]))
+    env = {failpoints.FILE_ENV: str(path)}
+    assert failpoints.armed(TI, environ=env, at="paused")
+    assert not failpoints.armed(TI, environ=env)  # not after the change: inside, where named
+    assert not failpoints.armed(TI, environ=env, at="reloaded")

@@ -5,7 +5,9 @@ answered through the REST API as the UI does.
 The approved rehearsal is the expensive part (every phase, about nine minutes), so one run serves
 every test that reads what a good rollout did, the browser tier's included: it is triggered from the
 DAG's form, its plan approved with a click on *Required actions* and its grid watched phase by phase
-in Chromium, as an operator does.
+in Chromium, as an operator does. On the way, the process of every damaging step is killed once
+right after its damage (``tests/e2e/restores.py``): its restore runs, the environment is back, and
+the operator's clear of the killed step resumes the run, which still ends green.
 Each failure path gets a run of its own."""
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 
 from bisman_sandbox import sinks
 from tests import browser as ui
+from tests.e2e import restores
 from tests.e2e import rollout_runs as rr
 from tests.e2e.leftovers import fail_left_over_runs
 
@@ -53,6 +56,8 @@ class Rehearsal:
     # What the operator saw in the browser: each phase's gate as it ended, and the screenshots.
     grid: dict[str, str]
     screenshots: list[Path]
+    # Each damaging step killed after its damage: its restore, and what showed the environment back.
+    survived: list[dict]
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +73,8 @@ def rehearsal(rollout, sandbox, browser) -> Rehearsal:
         # Triggered from the DAG's form with the sandbox's configuration pasted in, as an operator
         # would from the UI (scripts/run.sh triggers through the REST API); found by the form's run id.
         run_id = f"rehearsal__{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        before = restores.before_the_damage(sandbox)
+        restores.arm(sandbox, rr.DAG_ID, run_id, restores.rollout_kills())
         operator.trigger_with_configuration(rr.DAG_ID, conf, run_id)
         triggered = rollout.run(rr.DAG_ID, run_id)
         assert {key: triggered["conf"].get(key) for key in conf} == conf, triggered["conf"]
@@ -81,9 +88,13 @@ def rehearsal(rollout, sandbox, browser) -> Rehearsal:
         second_states = rr.states(rollout, second)
         rollout._call("PATCH", f"/dags/{rr.DAG_ID}/dagRuns/{second}", json={"state": "failed"})
 
-        grid = ui.watch_the_grid(operator, rollout, rr.DAG_ID, run_id,
-                                 {phase: f"{phase}.{phase}_gate" for phase in rr.PHASES[1:]},
-                                 timeout=rr.RUN_TIMEOUT)
+        grid, survived = {}, []
+        for phase in rr.PHASES[1:]:
+            for kills in restores.ROLLOUT_ROUNDS.get(phase, []):
+                survived += restores.survive_round(rollout, sandbox, rr.DAG_ID, run_id, kills, before,
+                                                   timeout=rr.RUN_TIMEOUT)
+            grid |= ui.watch_the_grid(operator, rollout, rr.DAG_ID, run_id, {phase: f"{phase}.{phase}_gate"},
+                                      timeout=rr.RUN_TIMEOUT)
         state = rr.finished(rollout, run_id)
         operator.open(f"/dags/{rr.DAG_ID}/runs/{run_id}")
         operator.page.get_by_text(re.compile(rf"^{state}$", re.I)).first.wait_for()
@@ -98,4 +109,5 @@ def rehearsal(rollout, sandbox, browser) -> Rehearsal:
         sinks.wait_for_slack(sandbox, lambda p: where in json.dumps(p))
     return Rehearsal(run_id, conf, state, rr.states(rollout, run_id), rep, markdown, approval,
                      sinks.captured_mail(sandbox), sinks.captured_slack(sandbox), rr.lock_holder(sandbox),
-                     second_state, second_states, grid, sorted(ui.SCREENSHOTS.glob("rehearsal-*.png")))
+                     second_state, second_states, grid, sorted(ui.SCREENSHOTS.glob("rehearsal-*.png")),
+                     survived)

@@ -15,6 +15,7 @@ from bisman_ops.change.report import RunReport, report_keys
 from bisman_ops.rollback import database as db_rollback
 from bisman_sandbox import aws, pgbouncer, postgres, sinks
 from bisman_sandbox.rollback_impl import SandboxPgBouncerConfig
+from tests.e2e import restores
 from tests.e2e.approvals import answer
 from tests.e2e.leftovers import fail_left_over_runs
 from tests.rollback.conftest import make_infra_repo, world
@@ -253,10 +254,22 @@ def test_database_rollback_switches_pgbouncer_to_the_restored_instance_after_app
     rds = clients["rds"]
     original = rds.describe_db_instances(DBInstanceIdentifier=N.db_instance_identifier)["DBInstances"][0]
     run_id = af.trigger(DB, db_conf(switch_traffic=True))
+    # The switch's process is killed while PgBouncer's pool is paused (issue 23 point 1).
+    restores.arm(sandbox, DB, run_id, ["switch_traffic"], at="paused")
     af.wait_for_task_state(DB, run_id, "approve_traffic_switch", ("awaiting_input",), timeout=RUN_TIMEOUT_S)
     body = af.hitl_details(DB, run_id, "approve_traffic_switch")["body"]
     assert "Data loss" in body and f"{N.db_instance_identifier}-rb-" in body
     answer(af, DB, run_id, "approve_traffic_switch", "Approve")
+    killed = restores.ended(af, DB, run_id, "switch_traffic", RUN_TIMEOUT_S)
+    assert (killed["try_number"], killed["state"]) == (1, "failed")
+    # Its teardown RESUMEd the pool: nothing paused, the application's queries answered (on the
+    # original: the kill came before the switch was written).
+    assert restores.ended(af, DB, run_id, "pgbouncer_resumed", RUN_TIMEOUT_S)["state"] == "success"
+    back = restores.pool_not_paused(sandbox, {})
+    assert back == {"pgbouncer pools paused": [], "query through the pool": True}
+    assert app_pool_server_port(sandbox) == sandbox.port("postgres_primary")
+    # The operator clears it (with its downstream tasks): the approved switch is made.
+    af.clear(DB, run_id, ["switch_traffic"])
     assert af.wait_for_run(DB, run_id, timeout=RUN_TIMEOUT_S) == "success"
 
     rep = report(clients, DB, run_id)

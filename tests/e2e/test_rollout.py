@@ -25,6 +25,7 @@ from bisman_sandbox import context as sandbox_context
 from bisman_sandbox import replica_lag_publisher, sinks
 from bisman_sandbox.process import SandboxError, wait_until
 from bisman_sandbox.rollout_conf import rollout_conf
+from tests.e2e import restores
 from tests.e2e.approvals import answer
 from tests.e2e.rollout_runs import (
     APPROVE,
@@ -90,6 +91,22 @@ def test_the_approved_rehearsal_passes_every_phase_from_preflight_to_post_deploy
         assert st[f"post_deploy.{task}"] == "success", task
     assert st["release_change_lock"] == "success"
     assert rehearsal.lock is None
+
+
+def test_every_damaging_step_killed_after_its_damage_was_restored_and_the_clear_resumed_the_run(rehearsal):
+    """issue 23 point 1: each damaging step's process SIGKILLed right after its damage (before it
+    could report) failed; its restore ran anyway and the environment was back (the replica
+    streaming, the application answering 200 with every worker, Redis on the master it had, no test,
+    smoke or probe tenant left); cleared with its downstream tasks, it ran again and the run ended
+    green."""
+    assert [s["killed"] for s in rehearsal.survived] == restores.rollout_kills()
+    for seen in rehearsal.survived:
+        assert (seen["try"], seen["state"], seen["restored"]) == (1, "failed", "success"), seen
+        back = {k: v for k, v in seen.items() if k in restores.BACK}
+        assert back and back == {k: restores.BACK[k] for k in back}, seen
+    for task in restores.rollout_kills():
+        assert rehearsal.states[task] == "success", task  # its second try, after the clear
+    assert rehearsal.state == "success" and rehearsal.lock is None
 
 
 def test_the_rehearsal_report_records_the_approval_outputs_and_measurements_without_secrets(rehearsal):

@@ -521,6 +521,9 @@ def switch_pgbouncer(
             "a long transaction holds the pool; PgBouncer was resumed and still points at the "
             "original. Clear this task when the long job is done",
         ) from None
+    from bisman_ops.change import failpoints
+
+    failpoints.reached("paused")  # a drill of the worker dying here: the teardown must RESUME
     with pgbouncer.connect(admin_conn_id) as admin:
         try:
             pgb_config.write(new_text)
