@@ -3,8 +3,9 @@ registered through ``BISMAN_IMPL_*`` by the service modules' ``settings``.
 
 - ``SandboxDatabaseEndpoints``: moto records a restored instance but runs no server; the first
   time a rollback asks where an instance restored from a snapshot answers SQL, a real PostgreSQL
-  is made for it (a base backup of the sandbox primary) and its port is the answer. The
-  environments' own primaries answer at the sandbox primary.
+  is made for it (the sandbox primary at the snapshot's time: its restore base replayed from the
+  WAL archive) and its port is the answer. The environments' own primaries answer at the sandbox
+  primary.
 - ``SandboxPgBouncerConfig``: PgBouncer's ini in the state folder.
 - ``SandboxServiceTasks``: moto's ECS never lists a service's tasks; the service's own running
   count on its task definition stands for them.
@@ -13,6 +14,7 @@ registered through ``BISMAN_IMPL_*`` by the service modules' ``settings``.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,18 @@ class SandboxDatabaseEndpoints:
 
     def endpoint(self, rds: Any, identifier: str) -> tuple[str, int]:
         found = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
-        if tags_of(found.get("TagList")).get("bisman:restored-from"):
-            return HOST, postgres.ensure_restored(self.ctx, identifier)
+        snapshot = tags_of(found.get("TagList")).get("bisman:restored-from")
+        if snapshot:
+            return HOST, postgres.ensure_restored(self.ctx, identifier, at=_snapshot_time(rds, snapshot))
         if found.get("ReadReplicaSourceDBInstanceIdentifier"):
             return HOST, self.ctx.port("postgres_replica")
         return HOST, self.ctx.port("postgres_primary")
+
+
+def _snapshot_time(rds: Any, snapshot: str) -> datetime:
+    """When moto took the snapshot: the point in time its restore holds."""
+    created = rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot)["DBSnapshots"][0]["SnapshotCreateTime"]
+    return created if isinstance(created, datetime) else datetime.fromisoformat(str(created))
 
 
 class SandboxPgBouncerConfig:

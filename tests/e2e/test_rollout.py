@@ -129,7 +129,8 @@ def test_the_rehearsal_report_records_the_approval_outputs_and_measurements_with
     assert sorted(journal) == sorted(DRILLS)
     for drill, j in journal.items():
         assert j["during"]["outcome"] == "coped" and not j["stop_condition_fired"], drill
-        assert j["recovery_s"] >= 0 and j["hypothesis_after"]["error_ratio"] == 0.0, drill
+        # Coped with within the recovery timeout (the form's default, 180 s).
+        assert 0 <= j["recovery_s"] < 180 and j["hypothesis_after"]["error_ratio"] == 0.0, drill
     # Left as found: the Redis master failed back, the workers back to their count.
     redis_drill = journal["redis_failover"]
     assert redis_drill["restore"]["primary"] == redis_drill["hypothesis_before"]["found"]["primary"]

@@ -4,6 +4,7 @@ restored instance of its own) and its real PgBouncer."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -20,7 +21,7 @@ from bisman_ops.rollback import database as db
 from bisman_sandbox import aws, launcher, pgbouncer, postgres
 from bisman_sandbox import context as sandbox_context
 from bisman_sandbox.context import HOST
-from bisman_sandbox.process import wait_until
+from bisman_sandbox.process import SandboxError, wait_until
 from bisman_sandbox.rollback_impl import SandboxDatabaseEndpoints, SandboxPgBouncerConfig
 from tests.rollback.conftest import primary_dsn
 
@@ -227,6 +228,51 @@ def test_the_restored_instance_is_a_server_of_its_own_with_the_snapshot_data(ctx
     assert seen["application tables"] == len(db.APPLICATION_TABLES)
     assert seen["tenants"] == tenants > 0
     assert later == 0  # written to the primary after the snapshot: not in the restored instance
+
+
+def _insert_marker(ctx, marker: str) -> None:
+    with psycopg.connect(primary_dsn(ctx), autocommit=True) as primary:
+        primary.execute(
+            "INSERT INTO events (tenant_id, type, payload) SELECT id, 'test', %s::jsonb FROM tenants LIMIT 1",
+            (json.dumps({"marker": marker}),),
+        )
+
+
+def test_the_restore_holds_the_data_at_the_snapshots_point_in_time(ctx, clients, airflow_conns):
+    """issue 23 point 14: a row written after the snapshot but before the restore is not in the
+    restored instance; one written before the snapshot is (the sandbox replays its WAL archive to
+    the snapshot's time, as RDS restores a snapshot)."""
+    rds = clients["rds"]
+    before, after = (f"{w}-snapshot-{uuid.uuid4().hex[:8]}" for w in ("before", "after"))
+    _insert_marker(ctx, before)
+    time.sleep(1.1)  # moto's snapshot time may be to the second
+    snapshot = f"{PRIMARY}-pit-{uuid.uuid4().hex[:6]}"
+    rds.create_db_snapshot(DBSnapshotIdentifier=snapshot, DBInstanceIdentifier=PRIMARY)
+    time.sleep(1.1)
+    _insert_marker(ctx, after)  # after the snapshot, before the restore
+    plan = request(clients, snapshot_identifier=snapshot,
+                   target_instance_identifier=f"{PRIMARY}-p-{uuid.uuid4().hex[:6]}")
+    db.restore(rds, plan, RUN_ID)
+    try:
+        host, port = SandboxDatabaseEndpoints(ctx).endpoint(rds, plan.target)
+        with pg.connect(config.APP_DB_PRIMARY_CONN_ID, host=host, port=port, autocommit=True) as conn:
+            found = {m: conn.execute("SELECT count(*) FROM events WHERE payload->>'marker' = %s",
+                                     (m,)).fetchone()[0] for m in (before, after)}
+            writable = not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    finally:
+        postgres.stop_restored(ctx, plan.target, remove=True)
+    assert found == {before: 1, after: 0}
+    assert writable  # promoted at the target, as a restored RDS instance opens read-write
+
+
+def test_a_restore_to_before_the_sandboxs_restore_base_is_refused_before_anything_is_made(ctx):
+    taken = postgres.restore_base_time(ctx)
+    assert taken is not None
+    name = f"too-early-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(SandboxError, match="WAL archive begins at its restore base"):
+        postgres.ensure_restored(ctx, name, at=taken - timedelta(hours=1))
+    assert not postgres.restored_dir(ctx, name).exists()
+    assert not (postgres.restored_dir(ctx, name).parent / f"{name}.port").exists()
 
 
 def test_a_database_without_the_application_tables_fails_verification(ctx, airflow_conns):

@@ -74,7 +74,8 @@ def test_the_probe_counts_refused_connections_and_server_errors_as_errors():
     got = hypothesis.probe(http, "token", 1, requests=10)
     assert got["health"] == {p: "200" for p in hypothesis.HEALTH_PATHS}
     assert got["statuses"] == {"200": 8, "500": 1, "ConnectionRefusedError": 1}
-    assert got["error_ratio"] == 0.2 and got["p95_ms"] >= got["p50_ms"] >= 0
+    # Answered in-process: each look takes microseconds, well under a second.
+    assert got["error_ratio"] == 0.2 and 0 <= got["p50_ms"] <= got["p95_ms"] < 1000
 
 
 def test_the_steady_state_names_what_does_not_hold():
@@ -314,7 +315,8 @@ def test_the_task_killed_drill_kills_a_real_worker_and_its_supervisor_replaces_i
     killed = int(journal["method"]["stopped"])
     now = set(app_server.worker_pids(sandbox_env))
     assert killed in workers and killed not in now and len(now) == len(workers) == app_server.WORKERS
-    assert journal["during"]["outcome"] == "coped" and journal["recovery_s"] >= 0
+    timeout = chaos.plan(STAGING, {})["limits"]["recovery_timeout_s"]
+    assert journal["during"]["outcome"] == "coped" and 0 <= journal["recovery_s"] < timeout
     found = journal["hypothesis_before"]["found"]
     assert found == {"workers": app_server.WORKERS, "desired": app_server.WORKERS}
 
