@@ -3,6 +3,7 @@ no heavy client library is imported at parse time, and the forms refuse bad valu
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -164,7 +165,7 @@ def test_dag_file_imports_no_client_library_at_parse_time(parse_time_imports, da
 
 
 def _validate(dag, conf: dict) -> dict:
-    params = ParamsDict(dag.params.deep_copy() if hasattr(dag.params, "deep_copy") else dag.params)
+    params = ParamsDict(copy.deepcopy(dag.params))  # update() would change the shared DAG's defaults
     params.update(conf)
     return params.validate()
 

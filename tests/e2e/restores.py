@@ -135,17 +135,40 @@ def ended(af, dag_id: str, run_id: str, task_id: str, timeout: float) -> dict[st
     return approvals.task_instance(af, dag_id, run_id, task_id)
 
 
+def settled(af, dag_id: str, run_id: str, asking: str | None = None) -> bool:
+    """The run has nothing left to decide on its own: it ended, or waits at ``asking`` (the
+    rollout's rollback offer). Cleared before, a task the scheduler was still marking from the
+    old states can be marked upstream_failed after the clear, and is never run again (seen here:
+    a restore left so, then skipped at the next kill)."""
+    if af.run(dag_id, run_id)["state"] in ("success", "failed"):
+        return True
+    return bool(asking) and approvals.task_instance(af, dag_id, run_id, asking)["state"] == "awaiting_input"
+
+
+def phase_of(task_id: str) -> str:
+    return task_id.split(".", 1)[0]
+
+
 def survive_round(af, sandbox: SandboxContext, dag_id: str, run_id: str, kills: list[Kill], before: dict,
-                  timeout: float) -> list[dict[str, Any]]:
+                  timeout: float, asking: str | None = None,
+                  phases: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """What each killed step did (its try and state), what its restore did and what showed the
-    environment back; then the killed steps are cleared with their downstream tasks and run again
-    (their second try). Measured, not asserted: the tests read it, the run goes on either way."""
+    environment back; once the run has settled, how far the failure went (the gates of its phase
+    and of ``phases`` after it); then the killed steps are cleared with their downstream tasks and
+    run again (their second try). Measured, not asserted: the tests read it."""
     seen = []
     for kill in kills:
         killed = ended(af, dag_id, run_id, kill.damage, timeout)
         restored = ended(af, dag_id, run_id, kill.restore, 600)
         seen.append({"killed": kill.damage, "try": killed["try_number"], "state": killed["state"],
                      "restore": kill.restore, "restored": restored["state"], **kill.back(sandbox, before)})
+    wait_until(lambda: settled(af, dag_id, run_id, asking), timeout=600, what=f"{run_id} to settle",
+               interval=2)
+    if phases:
+        later = phases[phases.index(phase_of(kills[0].damage)):]
+        gates = {p: approvals.task_instance(af, dag_id, run_id, f"{p}.{p}_gate")["state"] for p in later}
+        for s in seen:
+            s["gates"] = gates
     failed = [s["killed"] for s in seen if s["state"] == "failed"]
     if failed:
         af.clear(dag_id, run_id, failed)

@@ -268,7 +268,9 @@ def test_database_rollback_switches_pgbouncer_to_the_restored_instance_after_app
     back = restores.pool_not_paused(sandbox, {})
     assert back == {"pgbouncer pools paused": [], "query through the pool": True}
     assert app_pool_server_port(sandbox) == sandbox.port("postgres_primary")
-    # The operator clears it (with its downstream tasks): the approved switch is made.
+    # The run ends failed; the operator then clears the switch (with its downstream tasks): the
+    # approved switch is made.
+    assert af.wait_for_run(DB, run_id, timeout=RUN_TIMEOUT_S) == "failed"
     af.clear(DB, run_id, ["switch_traffic"])
     assert af.wait_for_run(DB, run_id, timeout=RUN_TIMEOUT_S) == "success"
 

@@ -104,6 +104,9 @@ def test_every_damaging_step_killed_after_its_damage_was_restored_and_the_clear_
         assert (seen["try"], seen["state"], seen["restored"]) == (1, "failed", "success"), seen
         back = {k: v for k, v in seen.items() if k in restores.BACK}
         assert back and back == {k: restores.BACK[k] for k in back}, seen
+        # The failure stopped its phase and every later one (issue 23 point 14: shown on a run).
+        assert set(seen["gates"].values()) == {"upstream_failed"}, seen
+        assert restores.phase_of(seen["killed"]) in seen["gates"] and "post_deploy" in seen["gates"]
     for task in restores.rollout_kills():
         assert rehearsal.states[task] == "success", task  # its second try, after the clear
     assert rehearsal.state == "success" and rehearsal.lock is None

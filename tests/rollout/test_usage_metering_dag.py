@@ -5,6 +5,7 @@ carries the load test's params with the checklist's prod defaults and the sandbo
 
 from __future__ import annotations
 
+import copy
 import runpy
 from pathlib import Path
 
@@ -28,7 +29,9 @@ def dag():
 def validate(dag, conf: dict) -> dict:
     from airflow.sdk.definitions.param import ParamsDict
 
-    params = ParamsDict(dag.params.deep_copy() if hasattr(dag.params, "deep_copy") else dag.params)
+    # A deep copy: ParamsDict(dag.params) shares the Param objects, and update() would then change
+    # the module's DAG's defaults for every later test.
+    params = ParamsDict(copy.deepcopy(dag.params))
     params.update(conf)
     return params.validate()
 

@@ -396,7 +396,23 @@ def test_client_against_a_custom_endpoint_sends_a_failing_request_only_once(monk
     assert aws_client.botocore_config(endpoint_url=None).retries["total_max_attempts"] > 1
 
 
-def test_up_reseeds_a_restarted_moto(ctx):
+@pytest.fixture
+def own_moto(ctx, tmp_path):
+    """A moto server of its own (the rest of the sandbox shared): restarting it loses what it held,
+    which the sandbox's moto keeps for every other test (the seeded ids, the Terraform state)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    own = SandboxContext(state_dir=tmp_path, ports={**ctx.ports, "moto": port})
+    aws.up(own)
+    yield own
+    aws.down(own)
+
+
+def test_up_reseeds_a_restarted_moto(own_moto):
+    ctx = own_moto
     before = aws.seeded(ctx)
     stop_process(ctx, aws.PROCESS_NAME)
     assert not aws.healthy(ctx)
