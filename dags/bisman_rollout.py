@@ -46,8 +46,11 @@ without a choice.
 outputs, measurements, the approval (who, when, what was shown), timings, where it stopped.
 
 **Resume** after a failure: fix the cause named in the failed task's log (and the notification),
-then clear that task with its downstream tasks. Every task is idempotent: the lock is re-acquired
-by the same run, a plan already applied is not applied again, checks just measure again.
+then, once the run has ended or waits at `choose_rollback`, clear that task with its downstream
+tasks (cleared while Airflow is still marking the failure downstream, a later task can be left
+upstream_failed). Every task is idempotent: the lock is re-acquired by the same run, a plan
+already applied is not applied again, checks just measure again, and a damaging step killed
+mid-way was already undone by its restore before it runs again.
 """
 
 from __future__ import annotations

@@ -136,14 +136,17 @@ def test_daily_aggregation_runs_and_backfills_past_days_in_their_own_data_interv
 def test_quota_alerts_alert_the_tenant_and_the_team_once(dags_ready, dsn, tenant_ids, sandbox):
     airflow = dags_ready
     t = tenant_ids["over"]
-    today = datetime.now(UTC).date()
+    # A run at a fixed moment (its data interval ends there): the day it evaluates is this one,
+    # whatever the clock says when the test runs (no midnight between the insert and the run).
+    at = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    today = at.date()
     sql(dsn, "INSERT INTO client_daily_usage (tenant_id, usage_date, metric, quantity) VALUES (%s, %s, "
              "'api_calls', 1500) ON CONFLICT (tenant_id, usage_date, metric) DO UPDATE SET quantity = 1500",
         (t, today))
 
-    first = trigger_at(airflow, QUOTAS)
+    first = trigger_at(airflow, QUOTAS, at)
     assert_succeeds(airflow, QUOTAS, first)
-    second = trigger_at(airflow, QUOTAS)
+    second = trigger_at(airflow, QUOTAS, at + timedelta(minutes=1))
     assert_succeeds(airflow, QUOTAS, second)
 
     keys = sql(dsn, "SELECT dedup_key FROM events WHERE tenant_id = %s AND type = 'quota.alert'", (t,))
@@ -178,13 +181,13 @@ def test_weekly_audit_writes_its_report_to_s3_and_mails_the_team(dags_ready, dsn
     from bisman_sandbox import aws
 
     airflow = dags_ready
-    run_at = datetime.now(UTC)
+    run_at = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a fixed Wednesday: it audits the week before
     year, week, _ = (run_at.date() - timedelta(days=7)).isocalendar()
     label = f"{year}-W{week:02d}"
     sql(dsn, "DELETE FROM events WHERE dedup_key = %s", (f"audit.completed:{label}",))
     sql(dsn, "DELETE FROM bisman_ops_claims WHERE dedup_key = %s", (f"audit.completed:{label}",))
 
-    run_id = trigger_at(airflow, AUDIT)
+    run_id = trigger_at(airflow, AUDIT, run_at)
     assert_succeeds(airflow, AUDIT, run_id)
 
     s3 = aws.client(sandbox, "s3")
