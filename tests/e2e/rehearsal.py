@@ -92,7 +92,7 @@ def rehearsal(rollout, sandbox, browser) -> Rehearsal:
         for phase in rr.PHASES[1:]:
             for kills in restores.ROLLOUT_ROUNDS.get(phase, []):
                 survived += restores.survive_round(rollout, sandbox, rr.DAG_ID, run_id, kills, before,
-                                                   timeout=rr.RUN_TIMEOUT, last=rr.RELEASE,
+                                                   timeout=rr.RUN_TIMEOUT, asking=rr.OFFER,
                                                    phases=rr.PHASES)
             grid |= ui.watch_the_grid(operator, rollout, rr.DAG_ID, run_id, {phase: f"{phase}.{phase}_gate"},
                                       timeout=rr.RUN_TIMEOUT)

@@ -135,14 +135,15 @@ def ended(af, dag_id: str, run_id: str, task_id: str, timeout: float) -> dict[st
     return approvals.task_instance(af, dag_id, run_id, task_id)
 
 
-def settled(af, dag_id: str, run_id: str, last: str | None = None) -> bool:
-    """The failure has been marked everywhere it reaches: the run ended, or ``last`` (the rollout's
-    lock release, downstream of every phase) ended. Cleared before, a task the scheduler was still
-    marking from the old states can be marked upstream_failed after the clear and is never run
-    again (seen here: a restore left so, then skipped at the next kill)."""
+def settled(af, dag_id: str, run_id: str, asking: str | None = None) -> bool:
+    """The run has nothing left to do on its own: it ended, or waits at ``asking`` (the rollout's
+    rollback offer, after its lock release and report steps). Cleared before, a task the scheduler
+    was still marking from the old states can be marked upstream_failed after the clear and is never
+    run again (seen here: a restore left so, then skipped at the next kill), and one cleared while
+    it runs comes back only after its worker's heartbeat times out (6.5 min seen here)."""
     if af.run(dag_id, run_id)["state"] in ("success", "failed"):
         return True
-    return bool(last) and approvals.task_instance(af, dag_id, run_id, last)["state"] in ENDED
+    return bool(asking) and approvals.task_instance(af, dag_id, run_id, asking)["state"] == "awaiting_input"
 
 
 def phase_of(task_id: str) -> str:
@@ -150,7 +151,7 @@ def phase_of(task_id: str) -> str:
 
 
 def survive_round(af, sandbox: SandboxContext, dag_id: str, run_id: str, kills: list[Kill], before: dict,
-                  timeout: float, last: str | None = None,
+                  timeout: float, asking: str | None = None,
                   phases: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """What each killed step did (its try and state), what its restore did and what showed the
     environment back; once the run has settled, how far the failure went (the gates of its phase
@@ -162,7 +163,7 @@ def survive_round(af, sandbox: SandboxContext, dag_id: str, run_id: str, kills: 
         restored = ended(af, dag_id, run_id, kill.restore, 600)
         seen.append({"killed": kill.damage, "try": killed["try_number"], "state": killed["state"],
                      "restore": kill.restore, "restored": restored["state"], **kill.back(sandbox, before)})
-    wait_until(lambda: settled(af, dag_id, run_id, last), timeout=600, what=f"{run_id} to settle",
+    wait_until(lambda: settled(af, dag_id, run_id, asking), timeout=600, what=f"{run_id} to settle",
                interval=2)
     if phases:
         later = phases[phases.index(phase_of(kills[0].damage)):]

@@ -16,7 +16,6 @@ from tests.e2e import approvals
 DAG_ID = "bisman_rollout"
 APPROVE = "core_infrastructure.approve_plan"
 OFFER = "choose_rollback"  # a run failed after its apply offers the rollbacks
-RELEASE = "release_change_lock"  # downstream of every phase
 PHASES = ("preflight", "core_infrastructure", "read_replica", "usage_metering", "billing", "scheduled_jobs",
           "monitoring", "chaos", "post_deploy")
 NAMES = ResourceNames("bisman-erp", "staging")
