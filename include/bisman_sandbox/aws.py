@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +183,7 @@ def up(ctx: SandboxContext) -> dict[str, str]:
                 f"port {ctx.port('moto')} is taken by another process; stop it or set "
                 "BISMAN_SANDBOX_PORT_MOTO"
             )
-        start_process(ctx, PROCESS_NAME, _moto_argv(ctx), env=_moto_env())
+        start_process(ctx, PROCESS_NAME, _moto_argv(ctx), env=_moto_env(ctx))
         wait_until(
             lambda: _moto_answers(ctx),
             timeout=STARTUP_TIMEOUT_S,
@@ -250,14 +251,17 @@ def _client(url: str, service: str) -> Any:
 
 
 def _moto_argv(ctx: SandboxContext) -> list[str]:
-    moto_server = Path(sys.executable).parent / "moto_server"
-    if not moto_server.exists():
-        raise SandboxError(f"{moto_server} not found; install moto[server] into the venv")
-    return [str(moto_server), "-H", HOST, "-p", str(ctx.port("moto"))]
+    """moto's server with the effects of bisman_sandbox.aws_endpoint."""
+    return [sys.executable, "-m", "bisman_sandbox.aws_endpoint", "-H", HOST, "-p", str(ctx.port("moto"))]
 
 
-def _moto_env() -> dict[str, str]:
+def _moto_env(ctx: SandboxContext) -> dict[str, str]:
+    include = str(Path(__file__).resolve().parents[1])
     return {
+        # The effects reach the local services from the sandbox's location.
+        "PYTHONPATH": os.pathsep.join(p for p in (include, os.environ.get("PYTHONPATH", "")) if p),
+        "BISMAN_SANDBOX_DIR": str(ctx.state_dir),
+        **{f"BISMAN_SANDBOX_PORT_{name.upper()}": str(port) for name, port in ctx.ports.items()},
         "MOTO_ACM_VALIDATION_WAIT": str(ACM_VALIDATION_WAIT_S),
         # moto's ECS services never start tasks; this makes describe_services report them running.
         "MOTO_ECS_SERVICE_RUNNING": str(APP_DESIRED_COUNT),

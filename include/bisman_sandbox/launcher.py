@@ -83,7 +83,6 @@ def airflow_connection_env(ctx: SandboxContext | None = None) -> dict[str, str]:
     # environment Airflow was started from.
     env["BISMAN_SANDBOX_DIR"] = str(ctx.state_dir)
     env.update({f"BISMAN_SANDBOX_PORT_{name.upper()}": str(port) for name, port in ctx.ports.items()})
-    env["BISMAN_IMPL_REPLICA_CONTROL"] = "bisman_sandbox.replica_control:SandboxReplicaControl"
     env["BISMAN_IMPL_SERVICE_EXPOSURE"] = "bisman_sandbox.exposure_impl:SandboxListenAddresses"
     for _, module in services():
         env.update(getattr(module, "settings", lambda _ctx: {})(ctx))

@@ -4,6 +4,7 @@ fallback that the application gets wrong, and which replica control is used."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -138,11 +139,18 @@ def test_fallback_fails_when_reads_fail_or_are_not_logged_as_fallback():
 # -- the replica control ---------------------------------------------------------------------------------
 
 
+@dataclass
+class OwnReplicaControl(rr.RdsRebootControl):
+    """A deployment's own control, registered by configuration."""
+
+    name: str = "own"
+
+
 def test_the_rds_reboot_is_the_default_and_a_deployment_registers_its_own_by_configuration():
     assert isinstance(rr.replica_control(None, "r", environ={}), rr.RdsRebootControl)
-    spec = {"BISMAN_IMPL_REPLICA_CONTROL": "bisman_sandbox.replica_control:SandboxReplicaControl"}
+    spec = {"BISMAN_IMPL_REPLICA_CONTROL": f"{__name__}:OwnReplicaControl"}
     control = rr.replica_control(None, "r", environ=spec)
-    assert control.name == "sandbox" and isinstance(control, rr.RdsRebootControl)
+    assert control.name == "own" and isinstance(control, rr.RdsRebootControl)
     with pytest.raises(ValueError, match="BISMAN_IMPL_REPLICA_CONTROL"):
         rr.replica_control(None, "r", environ={"BISMAN_IMPL_REPLICA_CONTROL": "no.such.module:X"})
 
