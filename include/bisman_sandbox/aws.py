@@ -1,6 +1,7 @@
 """The AWS control plane of the sandbox: a moto server seeded as Terraform would have left it.
 
-``up`` starts ``moto_server`` on 127.0.0.1 and creates whatever is missing of the staging
+``up`` starts moto's server on 127.0.0.1, extended with the effects of AWS calls on the local
+services (``bisman_sandbox.aws_endpoint``), and creates whatever is missing of the staging
 environment (VPC, security groups, RDS primary and read replica, ECS cluster/service/task
 definitions, the application's secret, the Terraform state bucket and lock table, the log group,
 the ALB with its HTTPS listener, ACM certificate, WAF web ACL and Route 53 records). moto keeps
