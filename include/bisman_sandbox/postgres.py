@@ -366,9 +366,11 @@ def _write_config(ctx: SandboxContext, which: str) -> None:
     if which == "primary":  # what a restore to a point in time replays (RDS keeps it too)
         archive = str(wal_archive_dir(ctx)).replace("'", "''")
         # Compressed: a segment switched early for a restore is 16 MB of mostly zeros.
+        # A segment archived already (a crash before PostgreSQL noted it) counts as archived: a
+        # failing command would be retried for ever and stop the archive.
         extra = ("archive_mode = on\n"
-                 f"archive_command = 'test ! -f {archive}/%f.gz && gzip -1 < %p > {archive}/%f.tmp "
-                 f"&& mv {archive}/%f.tmp {archive}/%f.gz'\n")
+                 f"archive_command = 'test -f {archive}/%f.gz || (gzip -1 < %p > {archive}/%f.tmp "
+                 f"&& mv {archive}/%f.tmp {archive}/%f.gz)'\n")
     _write_config_files(ctx, data_dir(ctx, which), _port(ctx, which), which, extra)
     if which == "replica":
         _repoint_replica(ctx)
