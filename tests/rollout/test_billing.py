@@ -366,3 +366,26 @@ def test_a_failed_deployment_fails_the_roll_out_wait_at_once_and_a_retry_deploys
     retried = redeploy.redeploy(since=datetime.now(UTC) - timedelta(minutes=5))
     assert (retried["deployed"], retried["deployment"], ecs.updates) == (True, "ecs-svc/2", 1)
     assert redeploy.rolled_out()[0] is False  # IN_PROGRESS: the wait goes on
+
+
+def test_a_secret_changed_after_the_last_deployment_is_deployed_again(ctx, ecs_service):
+    """A cleared and re-applied configuration rewrites the secret within the same run: the
+    deployment the run made before that change has not picked it up, so a new one is forced."""
+    from bisman_sandbox import aws
+
+    ecs, cluster = ecs_service
+    sm = aws.client(ctx, "secretsmanager")
+    secret = sm.create_secret(Name=f"redeploy-{uuid.uuid4().hex[:8]}", SecretString="{}")["ARN"]
+    try:
+        time.sleep(1.1)  # Secrets Manager dates to the second: the service's deployment is older
+        sm.put_secret_value(SecretId=secret, SecretString='{"STRIPE_WEBHOOK_SECRET": "whsec_a"}')
+        redeploy = app_secret.EcsForceNewDeployment(ecs, cluster, "app")
+        first = redeploy.redeploy(since=app_secret.last_changed(sm, secret))
+        retried = redeploy.redeploy(since=app_secret.last_changed(sm, secret))
+        time.sleep(1.1)
+        sm.put_secret_value(SecretId=secret, SecretString='{"STRIPE_WEBHOOK_SECRET": "whsec_b"}')
+        after_change = redeploy.redeploy(since=app_secret.last_changed(sm, secret))
+    finally:
+        sm.delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
+    assert (first["deployed"], retried["deployed"], after_change["deployed"]) == (True, False, True)
+    assert retried["deployment"] == first["deployment"] != after_change["deployment"]

@@ -274,10 +274,12 @@ def app_secrets_changed(applied: dict) -> bool:
 
 @step(changes=True)
 def app_redeployed(outputs: dict) -> dict:
-    """A new deployment, once per run: a retry follows the one an earlier try started."""
-    started = getattr(context().get("dag_run"), "start_date", None)
+    """A deployment that picks up the secret as it is now: one made since its last change (a retry's
+    earlier try, botocore's retry of a call that reached ECS) is followed; after a change (a cleared
+    and re-applied configuration) a new one is forced."""
+    changed = app_secret.last_changed(aws("secretsmanager"), outputs["app_secrets_arn"])
     return app_secret.service_redeploy(aws("ecs"), outputs["ecs_cluster_name"],
-                                       outputs["ecs_service_name"]).redeploy(since=started)
+                                       outputs["ecs_service_name"]).redeploy(since=changed)
 
 
 @step.sensor(poke_interval=timedelta(seconds=10), timeout=timedelta(minutes=20))

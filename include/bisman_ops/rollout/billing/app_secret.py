@@ -22,6 +22,13 @@ from bisman_ops.change.errors import CheckFailed
 REDEPLOY_EXTENSION = "service_redeploy"
 
 
+def last_changed(sm: Any, secret_id: str) -> datetime | None:
+    """When the secret last changed (Secrets Manager's LastChangedDate, to the second), its value
+    not read."""
+    found = sm.describe_secret(SecretId=secret_id)
+    return found.get("LastChangedDate") or found.get("CreatedDate")
+
+
 def read(sm: Any, secret_id: str) -> tuple[dict[str, str], str]:
     """The secret's current JSON object and its version id; its values masked in the logs from here
     on (the price and endpoint ids excepted)."""
@@ -94,8 +101,8 @@ class EcsForceNewDeployment:
     """AWS: ``UpdateService(forceNewDeployment)``; rolled out when the service has a single deployment,
     COMPLETED (when ECS reports rollout states) with all its tasks running.
 
-    Idempotent as the application rollback is: a deployment created since ``since`` (this run's
-    start: an earlier try's, or botocore's retry of a call that reached ECS) is followed, not
+    Idempotent as the application rollback is: a deployment created since ``since`` (the secret's
+    last change: an earlier try's, or botocore's retry of a call that reached ECS) is followed, not
     forced again; a FAILED one (the circuit breaker) fails the wait at once."""
 
     ecs: Any
